@@ -1,0 +1,1 @@
+"""Analysis: measurement, metric and run semantics, condition expressions, the judge."""

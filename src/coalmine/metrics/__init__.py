@@ -1,0 +1,1 @@
+"""Metric providers: the router's own measurements, Prometheus, web, probes."""

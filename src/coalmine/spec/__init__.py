@@ -1,0 +1,1 @@
+"""Loading and validation of every user file (rollouts, analysis templates, coalmine.yaml)."""

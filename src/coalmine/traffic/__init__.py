@@ -1,0 +1,1 @@
+"""Traffic routers: the data plane. The builtin asyncio proxy first."""
