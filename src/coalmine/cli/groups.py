@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+
 import typer
+
+GROUPS = (
+    "coalmine.cli.demo_cmd",
+    "coalmine.cli.rollout_cmds",
+    "coalmine.cli.receipts_cmds",
+    "coalmine.cli.spec_cmds",
+    "coalmine.cli.router_cmds",
+)
 
 
 def register(app: typer.Typer) -> None:
+    for module in GROUPS:
+        importlib.import_module(module).register(app)
+
     @app.command()
     def version() -> None:
         """Print coalmine's version."""

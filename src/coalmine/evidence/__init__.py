@@ -1,0 +1,1 @@
+"""Evidence: receipts of every promotion and rollback."""

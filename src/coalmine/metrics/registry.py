@@ -1,0 +1,27 @@
+"""Which provider measures a metric."""
+
+from __future__ import annotations
+
+from coalmine.analysis.types import Phase, ProviderResult
+from coalmine.metrics.base import MeasureContext, MetricProvider
+from coalmine.metrics.router import RouterMetrics
+from coalmine.spec.model import Metric
+from coalmine.traffic.base import TrafficRouter
+
+
+class _Unsupported:
+    async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult:
+        return ProviderResult(
+            phase=Phase.ERROR,
+            message=f"provider {metric.provider_name!r} is not supported yet",
+        )
+
+
+class Providers:
+    """The providers available to one service's rollout."""
+
+    def __init__(self, router: TrafficRouter) -> None:
+        self._by_name: dict[str, MetricProvider] = {"coalmine/router": RouterMetrics(router)}
+
+    def for_metric(self, metric: Metric) -> MetricProvider:
+        return self._by_name.get(metric.provider_name, _Unsupported())

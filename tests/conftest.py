@@ -1,0 +1,3 @@
+"""Shared test fixtures."""
+
+pytest_plugins = ["tests.fixtures.postgres"]
