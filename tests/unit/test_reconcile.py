@@ -31,8 +31,12 @@ from coalmine.store.base import Command
 T0 = 1_700_000_000.0
 
 
-def metric(name: str = "errors", count: int | None = 2, interval: float | None = 10.0,
-           failure_limit: int = 0) -> Metric:
+def metric(
+    name: str = "errors",
+    count: int | None = 2,
+    interval: float | None = 10.0,
+    failure_limit: int = 0,
+) -> Metric:
     return Metric(
         name=name,
         provider={"plugin": {"coalmine/router": {"query": "error-rate", "version": "canary"}}},
@@ -43,13 +47,21 @@ def metric(name: str = "errors", count: int | None = 2, interval: float | None =
     )
 
 
-def plan(steps: tuple[Any, ...], step_metrics: dict[int, tuple[Metric, ...]] | None = None,
-         background: BackgroundAnalysis | None = None,
-         background_metrics: tuple[Metric, ...] = ()) -> Plan:
-    rollout = Rollout(name="shop", steps=steps, background=background,
-                      canary_version="v2", service="shop")
-    return Plan(rollout=rollout, step_metrics=step_metrics or {},
-                background_metrics=background_metrics, stable_version="v1")
+def plan(
+    steps: tuple[Any, ...],
+    step_metrics: dict[int, tuple[Metric, ...]] | None = None,
+    background: BackgroundAnalysis | None = None,
+    background_metrics: tuple[Metric, ...] = (),
+) -> Plan:
+    rollout = Rollout(
+        name="shop", steps=steps, background=background, canary_version="v2", service="shop"
+    )
+    return Plan(
+        rollout=rollout,
+        step_metrics=step_metrics or {},
+        background_metrics=background_metrics,
+        stable_version="v1",
+    )
 
 
 def analysis() -> Analysis:
@@ -111,8 +123,13 @@ class Sim:
             MeasurementResult(
                 run.name,
                 m.name,
-                Measurement(phase=phase, started_at=self.now, finished_at=self.now,
-                            value=run_phase_value, message=f"result={run_phase_value}"),
+                Measurement(
+                    phase=phase,
+                    started_at=self.now,
+                    finished_at=self.now,
+                    value=run_phase_value,
+                    message=f"result={run_phase_value}",
+                ),
             )
             for m in run.metrics
         )
@@ -126,8 +143,9 @@ def operations(sim: Sim) -> list[str]:
 
 
 def test_happy_path_walks_every_step_and_promotes() -> None:
-    sim = Sim(plan((SetWeight(20), Pause(60), analysis(), SetWeight(100)),
-                   step_metrics={2: (metric(),)}))
+    sim = Sim(
+        plan((SetWeight(20), Pause(60), analysis(), SetWeight(100)), step_metrics={2: (metric(),)})
+    )
     sim.settle()
     assert sim.state.phase == RolloutPhase.PROGRESSING
     assert sim.state.canary_weight == 20 and sim.state.step_index == 1
@@ -145,7 +163,10 @@ def test_happy_path_walks_every_step_and_promotes() -> None:
     assert sim.state.phase == RolloutPhase.HEALTHY
     assert sim.weights == [0, 20, 100]
     assert operations(sim) == [
-        "traffic_promoted", "canary_phase_complete", "traffic_promoted", "deployment_complete"
+        "traffic_promoted",
+        "canary_phase_complete",
+        "traffic_promoted",
+        "deployment_complete",
     ]
     complete = dict(sim.receipts)["deployment_complete"]
     assert complete["phases_completed"] == ["20_percent", "100_percent"]
@@ -191,8 +212,11 @@ def test_inconclusive_analysis_pauses_for_a_human_then_promote_goes_on() -> None
     sim.settle()
     run = sim.state.step_run
     assert run is not None
-    no_data = MeasurementResult(run.name, "errors", Measurement(
-        Phase.INCONCLUSIVE, sim.now, sim.now, None, "no data: canary had 0 requests"))
+    no_data = MeasurementResult(
+        run.name,
+        "errors",
+        Measurement(Phase.INCONCLUSIVE, sim.now, sim.now, None, "no data: canary had 0 requests"),
+    )
     sim.tick((no_data,))
     assert sim.state.phase == RolloutPhase.PAUSED
     assert sim.state.pause_reason == PauseReason.INCONCLUSIVE
@@ -209,8 +233,15 @@ def test_resume_after_inconclusive_measures_again() -> None:
     sim.settle()
     run = sim.state.step_run
     assert run is not None
-    sim.tick((MeasurementResult(run.name, "errors", Measurement(
-        Phase.INCONCLUSIVE, sim.now, sim.now, None, "no data")),))
+    sim.tick(
+        (
+            MeasurementResult(
+                run.name,
+                "errors",
+                Measurement(Phase.INCONCLUSIVE, sim.now, sim.now, None, "no data"),
+            ),
+        )
+    )
     sim.command("resume")
     sim.settle()
     assert sim.state.phase == RolloutPhase.PROGRESSING
@@ -283,8 +314,13 @@ def test_commands_that_do_not_apply_are_rejected_with_a_reason() -> None:
 
 def test_background_analysis_starts_at_its_step_and_rolls_back_on_failure() -> None:
     bg = BackgroundAnalysis(analysis(), starting_step=2)
-    sim = Sim(plan((SetWeight(5), Pause(30), SetWeight(20), Pause(60), SetWeight(50)),
-                   background=bg, background_metrics=(metric(count=None),)))
+    sim = Sim(
+        plan(
+            (SetWeight(5), Pause(30), SetWeight(20), Pause(60), SetWeight(50)),
+            background=bg,
+            background_metrics=(metric(count=None),),
+        )
+    )
     sim.settle()
     assert sim.state.background_run is None, "startingStep 2 not reached yet"
     sim.advance(30)
@@ -298,8 +334,9 @@ def test_background_analysis_starts_at_its_step_and_rolls_back_on_failure() -> N
 
 def test_background_run_is_terminated_at_promotion_and_reported() -> None:
     bg = BackgroundAnalysis(analysis(), starting_step=0)
-    sim = Sim(plan((SetWeight(50), Pause(10)), background=bg,
-                   background_metrics=(metric(count=None),)))
+    sim = Sim(
+        plan((SetWeight(50), Pause(10)), background=bg, background_metrics=(metric(count=None),))
+    )
     sim.settle()
     sim.tick(sim.measure(0.01, "background"))
     sim.advance(10)

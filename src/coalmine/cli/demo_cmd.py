@@ -20,17 +20,21 @@ def demo(
     fault: list[str] = typer.Option(
         [], "--fault", help="make the canary bad: error-rate=0.05, latency=+150ms or crash"
     ),
-    fault_after: str = typer.Option("10s", "--fault-after",
-                                    help="when the fault starts, after the rollout starts"),
-    time_scale: float = typer.Option(10.0, "--time-scale",
-                                     help="run the rollout's durations N times faster"),
-    rollout_file: Path | None = typer.Option(None, "--file", "-f",
-                                             help="default: examples/rollouts.yaml"),
+    fault_after: str = typer.Option(
+        "10s", "--fault-after", help="when the fault starts, after the rollout starts"
+    ),
+    time_scale: float = typer.Option(
+        10.0, "--time-scale", help="run the rollout's durations N times faster"
+    ),
+    rollout_file: Path | None = typer.Option(
+        None, "--file", "-f", help="default: examples/rollouts.yaml"
+    ),
     rate: float = typer.Option(200.0, "--rate", help="requests per second of user traffic"),
     mode: str = typer.Option("live", "--mode", help="live (terminal panel), plain or json"),
     json_: bool = typer.Option(False, "--json", help="print the summary as JSON"),
-    workdir: Path | None = typer.Option(None, "--workdir",
-                                        help="where state, logs and receipts go"),
+    workdir: Path | None = typer.Option(
+        None, "--workdir", help="where state, logs and receipts go"
+    ),
 ) -> None:
     """Run a real canary: two versions, the router, live traffic, analysis, then promotion,
     or, with --fault, an automatic rollback. Exit code 0 when the outcome is the expected one."""
@@ -81,12 +85,18 @@ def print_summary(result: object, fault: str | None) -> None:
             value = data[key]
             console.print(f"{label}: " + ("–" if value is None else f"{value:.2f}s"))
         if result.rollback_duration_ms is not None:
-            console.print(f"rollback decision → traffic switched: "
-                          f"{result.rollback_duration_ms:.0f} ms")
+            console.print(
+                f"rollback decision → traffic switched: {result.rollback_duration_ms:.0f} ms"
+            )
     if not result.expected:
-        console.print("[bold red]unexpected outcome[/bold red]: "
-                      + ("the healthy canary was rolled back" if fault is None
-                         else "the faulty canary was not rolled back"))
+        console.print(
+            "[bold red]unexpected outcome[/bold red]: "
+            + (
+                "the healthy canary was rolled back"
+                if fault is None
+                else "the faulty canary was not rolled back"
+            )
+        )
     console.print("receipts:")
     for path in result.receipts:
         console.print(f"  {path}")

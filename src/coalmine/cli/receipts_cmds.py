@@ -10,13 +10,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from coalmine.cli.common import CONFIG_OPTION, ENV_OPTION, JSON_OPTION, load_environment
-from coalmine.cli.common import open_environment_store, print_json
+from coalmine.cli.common import (
+    CONFIG_OPTION,
+    ENV_OPTION,
+    JSON_OPTION,
+    load_environment,
+    open_environment_store,
+    print_json,
+)
 from coalmine.errors import CoalmineError
 from coalmine.evidence.receipts import receipt_document
 
-receipts_app = typer.Typer(help="The evidence of every promotion and rollback.",
-                           no_args_is_help=True)
+receipts_app = typer.Typer(
+    help="The evidence of every promotion and rollback.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -38,9 +45,14 @@ def list_(
         return
     table = Table("receipt", "time", "rollout", "rev", "operation", "status")
     for r in receipts:
-        table.add_row(r.receipt_id[:8], time.strftime("%Y-%m-%d %H:%M:%S",
-                      time.localtime(r.timestamp)), r.rollout, str(r.revision), r.operation,
-                      str(r.body.get("status", "")))
+        table.add_row(
+            r.receipt_id[:8],
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.timestamp)),
+            r.rollout,
+            str(r.revision),
+            r.operation,
+            str(r.body.get("status", "")),
+        )
     Console().print(table)
 
 

@@ -41,24 +41,33 @@ def register(app: typer.Typer) -> None:
 
 
 def prepare_rollout(
-    files: list[Path], environment: Environment, env_name: str, name: str | None,
+    files: list[Path],
+    environment: Environment,
+    env_name: str,
+    name: str | None,
     time_scale: float,
 ) -> tuple[RolloutRecord, Any]:
     """Load and check everything, and return the record to store and the plan. Writes nothing."""
     from coalmine.rollout.plan import build_plan, snapshot
-    from coalmine.spec.loader import check_runnable, load_bundle
+    from coalmine.spec.loader import load_bundle
+    from coalmine.spec.resolve import check_runnable
 
     if time_scale <= 0:
-        raise CoalmineError("the time scale must be above 0", field="--time-scale",
-                            hint="1 runs durations as written; 10 runs them ten times faster")
+        raise CoalmineError(
+            "the time scale must be above 0",
+            field="--time-scale",
+            hint="1 runs durations as written; 10 runs them ten times faster",
+        )
     bundle = load_bundle([str(f) for f in files])
     if not bundle.rollouts:
-        raise SpecError("no Rollout in the files", file=str(files[0]),
-                        hint="add a document of kind Rollout")
+        raise SpecError(
+            "no Rollout in the files", file=str(files[0]), hint="add a document of kind Rollout"
+        )
     if name is None:
         if len(bundle.rollouts) > 1:
             raise CoalmineError(
-                "the files hold several Rollouts", field="--name",
+                "the files hold several Rollouts",
+                field="--name",
                 hint="pick one with --name: " + ", ".join(sorted(bundle.rollouts)),
             )
         (name,) = bundle.rollouts
@@ -67,8 +76,11 @@ def prepare_rollout(
         raise problems[0]
     rollout = bundle.rollouts.get(name)
     if rollout is None:
-        raise CoalmineError(f"no Rollout named {name!r}", field="--name",
-                            hint="one of: " + ", ".join(sorted(bundle.rollouts)))
+        raise CoalmineError(
+            f"no Rollout named {name!r}",
+            field="--name",
+            hint="one of: " + ", ".join(sorted(bundle.rollouts)),
+        )
     service = environment.services.get(rollout.service)
     if service is None:
         raise CoalmineError(
@@ -127,8 +139,9 @@ def make_controller(store: Store, environment: Environment) -> Any:
     )
 
 
-async def drive(store: Store, environment: Environment, name: str, plan: Any, mode: str
-                ) -> RolloutRecord:
+async def drive(
+    store: Store, environment: Environment, name: str, plan: Any, mode: str
+) -> RolloutRecord:
     """Run the controller for one rollout in the foreground, showing it, until it settles."""
     from coalmine.cli.watch import watch
     from coalmine.rollout.runner import is_settled
@@ -166,10 +179,13 @@ def start(
     files: list[Path] = typer.Argument(..., help="Argo Rollouts manifests (Rollout + templates)"),
     config: Path | None = CONFIG_OPTION,
     env: str | None = ENV_OPTION,
-    name: str | None = typer.Option(None, "--name", help="which Rollout, if the files hold several"),
+    name: str | None = typer.Option(
+        None, "--name", help="which Rollout, if the files hold several"
+    ),
     time_scale: float = typer.Option(1.0, "--time-scale", help="run durations N times faster"),
-    detach: bool = typer.Option(False, "--detach", help="only register it; a running "
-                                "`coalmine controller run` drives it"),
+    detach: bool = typer.Option(
+        False, "--detach", help="only register it; a running `coalmine controller run` drives it"
+    ),
     mode: str = MODE_OPTION,
 ) -> None:
     """Start a new revision of a rollout. Exit code 0 when it ends Healthy, 1 when rolled back."""
@@ -180,8 +196,10 @@ def start(
     record = asyncio.run(seed_generation(record, service.router.admin))
     store = open_environment_store(environment)
     record = store.create_rollout(record)
-    print(f"rollout {record.name} revision {record.revision} started "
-          f"({len(plan.rollout.steps)} steps)")
+    print(
+        f"rollout {record.name} revision {record.revision} started "
+        f"({len(plan.rollout.steps)} steps)"
+    )
     if detach:
         return
     final = asyncio.run(drive(store, environment, record.name, plan, mode))
@@ -264,18 +282,30 @@ def list_(
     rows = []
     for r in store.list_rollouts(include_history=all_):
         state = RolloutState.from_dict(r.state)
-        rows.append({
-            "name": r.name, "revision": r.revision, "phase": r.phase,
-            "step": state.step_index, "canary_weight": state.canary_weight,
-            "message": state.message, "updated_at": r.updated_at,
-        })
+        rows.append(
+            {
+                "name": r.name,
+                "revision": r.revision,
+                "phase": r.phase,
+                "step": state.step_index,
+                "canary_weight": state.canary_weight,
+                "message": state.message,
+                "updated_at": r.updated_at,
+            }
+        )
     if json_:
         print_json(rows)
         return
     table = Table("name", "rev", "phase", "step", "weight", "message")
     for row in rows:
-        table.add_row(row["name"], str(row["revision"]), row["phase"], str(row["step"]),
-                      f"{row['canary_weight']}%", row["message"])
+        table.add_row(
+            row["name"],
+            str(row["revision"]),
+            row["phase"],
+            str(row["step"]),
+            f"{row['canary_weight']}%",
+            row["message"],
+        )
     Console().print(table)
 
 
@@ -297,16 +327,21 @@ def history(
         return
     table = Table("time", "step", "decision", "reason")
     for d in decisions:
-        table.add_row(time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at)),
-                      "" if d.step is None else str(d.step + 1), d.kind, d.reason)
+        table.add_row(
+            time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(d.at)),
+            "" if d.step is None else str(d.step + 1),
+            d.kind,
+            d.reason,
+        )
     Console().print(table)
 
 
 # ---------------------------------------------------------------------- steering
 
 
-def _enqueue(name: str, command: str, args: dict[str, Any], config: Path | None,
-             env: str | None) -> None:
+def _enqueue(
+    name: str, command: str, args: dict[str, Any], config: Path | None, env: str | None
+) -> None:
     _, environment = load_environment(config, env)
     store = open_environment_store(environment)
     record = _record(store, name)
@@ -316,8 +351,10 @@ def _enqueue(name: str, command: str, args: dict[str, Any], config: Path | None,
     store.enqueue_command(name, command, args, time.time())
     beat = store.last_heartbeat()
     if beat is None or time.time() - beat[1] > 5:
-        print(f"{command} queued for {name}; no controller is running: it applies when "
-              "`coalmine controller run` or `coalmine rollout start` runs")
+        print(
+            f"{command} queued for {name}; no controller is running: it applies when "
+            "`coalmine controller run` or `coalmine rollout start` runs"
+        )
     else:
         print(f"{command} queued for {name}; the controller applies it within a second")
 
@@ -360,8 +397,9 @@ _steering("undo", "Send all traffic of a fully promoted rollout back to the prev
 def controller_run(
     config: Path | None = CONFIG_OPTION,
     env: str | None = ENV_OPTION,
-    exit_when_idle: bool = typer.Option(False, "--exit-when-idle",
-                                        help="stop once no rollout is active"),
+    exit_when_idle: bool = typer.Option(
+        False, "--exit-when-idle", help="stop once no rollout is active"
+    ),
 ) -> None:
     """Drive every active rollout of the environment until stopped (SIGTERM or Ctrl-C)."""
     import signal

@@ -127,8 +127,12 @@ def render(doc: dict[str, Any]) -> RenderableType:
         parts.append(Text(doc["message"], style="italic"))
     traffic = doc.get("traffic")
     if traffic:
-        table = Table(title=f"traffic (last {traffic['window_s']:.0f}s)", title_justify="left",
-                      box=None, padding=(0, 2))
+        table = Table(
+            title=f"traffic (last {traffic['window_s']:.0f}s)",
+            title_justify="left",
+            box=None,
+            padding=(0, 2),
+        )
         for col in ("version", "req/s", "errors", "p50 ms", "p99 ms"):
             table.add_column(col, justify="right" if col != "version" else "left")
         for name in ("stable", "canary"):
@@ -142,13 +146,21 @@ def render(doc: dict[str, Any]) -> RenderableType:
             )
         parts.append(table)
     for run in doc["analysis"]:
-        table = Table(title=f"analysis {run['run']}: {run['phase']}", title_justify="left",
-                      box=None, padding=(0, 2))
+        table = Table(
+            title=f"analysis {run['run']}: {run['phase']}",
+            title_justify="left",
+            box=None,
+            padding=(0, 2),
+        )
         for col in ("metric", "phase", "last result", "n", "failed", "inconcl."):
             table.add_column(col)
         for m in run["metrics"]:
-            style = {"Failed": "red", "Error": "red", "Inconclusive": "yellow",
-                     "Successful": "green"}.get(m["phase"], "")
+            style = {
+                "Failed": "red",
+                "Error": "red",
+                "Inconclusive": "yellow",
+                "Successful": "green",
+            }.get(m["phase"], "")
             table.add_row(
                 m["name"] + (" (dry run)" if m["dry_run"] else ""),
                 Text(m["phase"], style=style),
@@ -164,8 +176,9 @@ def render(doc: dict[str, Any]) -> RenderableType:
         table.add_column("decision")
         table.add_column("reason", overflow="fold")
         for d in doc["decisions"]:
-            table.add_row(time.strftime("%H:%M:%S", time.localtime(d["at"])), d["kind"],
-                          d["reason"])
+            table.add_row(
+                time.strftime("%H:%M:%S", time.localtime(d["at"])), d["kind"], d["reason"]
+            )
         parts.append(table)
     return Panel(Group(*parts), title="coalmine", border_style=PHASE_STYLE.get(phase, "white"))
 

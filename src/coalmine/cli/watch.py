@@ -19,8 +19,9 @@ from coalmine.traffic.base import Stats, TrafficRouter
 TRAFFIC_WINDOW_S = 10.0
 
 
-async def current_document(store: Store, name: str, router: TrafficRouter | None,
-                           plan: Plan | None) -> dict[str, object] | None:
+async def current_document(
+    store: Store, name: str, router: TrafficRouter | None, plan: Plan | None
+) -> dict[str, object] | None:
     record = store.get_rollout(name)
     if record is None:
         return None

@@ -26,8 +26,9 @@ def build_plan(
     }
     background = resolve_analysis(bundle, rollout.background.analysis) if rollout.background else ()
     if time_scale != 1:
-        rollout, scaled = scale_durations(rollout, {"_": _holder(step_metrics, background)},
-                                          time_scale)
+        rollout, scaled = scale_durations(
+            rollout, {"_": _holder(step_metrics, background)}, time_scale
+        )
         step_metrics, background = _unpack(scaled["_"], step_metrics, background)
     stable = rollout.annotations.get("coalmine.dev/stable-version") or service.stable.version
     return Plan(
@@ -58,8 +59,9 @@ def _unpack(
     return out, tuple(metrics)
 
 
-def snapshot(paths: list[str], service: ServiceConfig, environment: str, time_scale: float
-             ) -> dict[str, Any]:
+def snapshot(
+    paths: list[str], service: ServiceConfig, environment: str, time_scale: float
+) -> dict[str, Any]:
     """What the store keeps so that a restarted controller follows exactly the same plan."""
     from dataclasses import asdict
 

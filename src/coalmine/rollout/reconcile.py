@@ -89,8 +89,10 @@ def command_problem(state: RolloutState, name: str) -> str | None:
         ok = phase in (RolloutPhase.ABORTED, RolloutPhase.ROLLED_BACK)
         return None if ok else f"only an aborted or rolled-back rollout can be retried ({phase})"
     if name == "undo":
-        return None if phase == RolloutPhase.HEALTHY else (
-            f"only a Healthy (fully promoted) rollout can be undone ({phase}); use abort"
+        return (
+            None
+            if phase == RolloutPhase.HEALTHY
+            else (f"only a Healthy (fully promoted) rollout can be undone ({phase}); use abort")
         )
     if phase.terminal:
         return f"the rollout is {phase}; nothing to {name}"
@@ -213,14 +215,18 @@ class _Reconciler:
             # past ours: take the next one and assert what this rollout wants.
             old = self.state.generation
             pending = self.state.pending_rollback
-            self.set(generation=stale + 1, applied_generation=min(self.state.applied_generation,
-                                                                  stale))
+            self.set(
+                generation=stale + 1, applied_generation=min(self.state.applied_generation, stale)
+            )
             if pending and pending.generation == old:
                 self.set(pending_rollback=replace(pending, generation=stale + 1))
             self.actions.append(SetRouting(self.state.routing))
-            self.decide("routing-reasserted",
-                        f"the router was at generation {stale}; routing sent again as "
-                        f"generation {stale + 1}", generation=stale + 1)
+            self.decide(
+                "routing-reasserted",
+                f"the router was at generation {stale}; routing sent again as "
+                f"generation {stale + 1}",
+                generation=stale + 1,
+            )
         applied = obs.applied_generation
         if applied is None or applied <= self.state.applied_generation:
             return
@@ -249,9 +255,9 @@ class _Reconciler:
             self.set(phase=RolloutPhase.PROGRESSING, paused_at=None)
             return
         reason = self.state.pause_reason
-        if reason == PauseReason.INCONCLUSIVE and self.state.background_run is not None:
-            if self.state.background_run.phase == Phase.INCONCLUSIVE:
-                self.set(background_run=None)  # start watching again from scratch
+        bg = self.state.background_run
+        if reason == PauseReason.INCONCLUSIVE and bg is not None and bg.phase == Phase.INCONCLUSIVE:
+            self.set(background_run=None)  # start watching again from scratch
         self.decide("promoted", "promoted by user: the current step is accepted and skipped")
         self.set(phase=RolloutPhase.PROGRESSING, pause_reason=None, paused_at=None)
         self._end_step_run("skipped by promote")
@@ -259,8 +265,12 @@ class _Reconciler:
 
     def cmd_pause(self, args: dict[str, Any]) -> None:
         self.decide("paused", "paused by user")
-        self.set(phase=RolloutPhase.PAUSED, pause_reason=PauseReason.USER, paused_at=self.now,
-                 message="paused by user")
+        self.set(
+            phase=RolloutPhase.PAUSED,
+            pause_reason=PauseReason.USER,
+            paused_at=self.now,
+            message="paused by user",
+        )
 
     def cmd_resume(self, args: dict[str, Any]) -> None:
         reason = self.state.pause_reason
@@ -368,8 +378,11 @@ class _Reconciler:
         """React to a completed run; returns True when the rollout may go on."""
         what = "background analysis" if background else "analysis"
         if run.phase in (Phase.FAILED, Phase.ERROR):
-            self.decide(f"analysis-{str(run.phase).lower()}", f"{what} {run.name}: {run.message}",
-                        run=run.name)
+            self.decide(
+                f"analysis-{str(run.phase).lower()}",
+                f"{what} {run.name}: {run.message}",
+                run=run.name,
+            )
             self.rollback(
                 "analysis-failed",
                 failure_reason=run.message,
@@ -378,8 +391,7 @@ class _Reconciler:
             )
             return False
         if run.phase == Phase.INCONCLUSIVE:
-            self.decide("analysis-inconclusive", f"{what} {run.name}: {run.message}",
-                        run=run.name)
+            self.decide("analysis-inconclusive", f"{what} {run.name}: {run.message}", run=run.name)
             self.set(
                 phase=RolloutPhase.PAUSED,
                 pause_reason=PauseReason.INCONCLUSIVE,
@@ -406,8 +418,11 @@ class _Reconciler:
                 continue
             if state.step_started_at is None:
                 self.set(step_started_at=self.now)
-                self.decide("step-started", f"step {state.step_index + 1}/{len(self.steps)}: "
-                            f"{_describe(self.steps[state.step_index])}")
+                self.decide(
+                    "step-started",
+                    f"step {state.step_index + 1}/{len(self.steps)}: "
+                    f"{_describe(self.steps[state.step_index])}",
+                )
             if not self.run_step(self.steps[state.step_index]):
                 return
 
@@ -434,8 +449,12 @@ class _Reconciler:
             return True
         if isinstance(step, Pause):
             if step.duration is None:
-                self.set(phase=RolloutPhase.PAUSED, pause_reason=PauseReason.PAUSE_STEP,
-                         paused_at=self.now, message="paused until promoted")
+                self.set(
+                    phase=RolloutPhase.PAUSED,
+                    pause_reason=PauseReason.PAUSE_STEP,
+                    paused_at=self.now,
+                    message="paused until promoted",
+                )
                 self.decide("paused", "pause step without duration: waiting for promote")
                 return False
             assert state.step_started_at is not None
@@ -551,8 +570,9 @@ class _Reconciler:
         state = self.state
         bg = state.background_run
         if bg is not None and not bg.phase.completed:
-            bg = analysis_run.terminate(bg, self.plan.background_metrics, self.now,
-                                        "the rollout is fully promoted")
+            bg = analysis_run.terminate(
+                bg, self.plan.background_metrics, self.now, "the rollout is fully promoted"
+            )
             self.set(background_run=bg)
         final = phase_name(100, ())
         self.set(phases_completed=(*self.state.phases_completed, final))
@@ -560,7 +580,9 @@ class _Reconciler:
         if bg is not None:
             runs.append(run_evidence(bg, self.plan.background_metrics))
         failing = [
-            f"{r['run']}/{m}" for r in runs for m, c in r["metrics"].items()
+            f"{r['run']}/{m}"
+            for r in runs
+            for m, c in r["metrics"].items()
             if c["status"] in ("FAIL", "ERROR") and not c["dry_run"]
         ]
         self.receipts.append(
@@ -574,15 +596,19 @@ class _Reconciler:
                     "total_duration_seconds": round(self.now - state.started_at, 3),
                     "time_scale": self.plan.time_scale,
                     "rollbacks_triggered": state.rollbacks,
-                    "final_sli_status": "all_passing" if not failing else "failing:" +
-                    ",".join(failing),
+                    "final_sli_status": "all_passing"
+                    if not failing
+                    else "failing:" + ",".join(failing),
                     "final_analysis": runs,
                     "status": "complete",
                 },
             )
         )
-        self.set(phase=RolloutPhase.HEALTHY, finished_at=self.now,
-                 message=f"{self.plan.rollout.canary_version} serves all traffic")
+        self.set(
+            phase=RolloutPhase.HEALTHY,
+            finished_at=self.now,
+            message=f"{self.plan.rollout.canary_version} serves all traffic",
+        )
         self.decide("healthy", "fully promoted: the new version serves 100% of traffic")
 
     # ------------------------------------------------------------------ rollback
@@ -602,11 +628,15 @@ class _Reconciler:
         self._end_step_run("the rollout was rolled back")
         bg = self.state.background_run
         if bg is not None and not bg.phase.completed:
-            self.set(background_run=analysis_run.terminate(
-                bg, self.plan.background_metrics, self.now, "the rollout was rolled back"))
+            self.set(
+                background_run=analysis_run.terminate(
+                    bg, self.plan.background_metrics, self.now, "the rollout was rolled back"
+                )
+            )
         previous = state.canary_weight
-        self.route(0, (), f"rollback ({operation_reason}): all traffic back to "
-                   f"{self.plan.stable_version}")
+        self.route(
+            0, (), f"rollback ({operation_reason}): all traffic back to {self.plan.stable_version}"
+        )
         self.set(
             phase=final_phase,
             finished_at=self.now,
@@ -648,8 +678,9 @@ class _Reconciler:
                     ),
                     "decided_at": pending.decided_at,
                     "traffic_switched_at": applied_at,
-                    "rollback_duration_ms": round(max(0.0, applied_at - pending.decided_at) * 1000,
-                                                  1),
+                    "rollback_duration_ms": round(
+                        max(0.0, applied_at - pending.decided_at) * 1000, 1
+                    ),
                     "analysis": pending.evidence,
                     "status": "rolled_back",
                 },
@@ -661,8 +692,11 @@ def _failed_metric(evidence: dict[str, Any]) -> dict[str, Any] | None:
     for name, check in evidence.get("metrics", {}).items():
         if check["status"] in ("FAIL", "ERROR") and not check["dry_run"]:
             value = check["value"]
-            out: dict[str, Any] = {"name": name, "condition": check["success_condition"]
-                                   or check["failure_condition"], "message": check["message"]}
+            out: dict[str, Any] = {
+                "name": name,
+                "condition": check["success_condition"] or check["failure_condition"],
+                "message": check["message"],
+            }
             if isinstance(value, dict):
                 out["baseline"] = value.get("stable")
                 out["canary"] = value.get("canary")
@@ -676,7 +710,9 @@ def _describe(step: Any) -> str:
     if isinstance(step, SetWeight):
         return f"setWeight {step.weight}"
     if isinstance(step, Pause):
-        return "pause" + (f" {step.duration:g}s" if step.duration is not None else " (until promoted)")
+        return "pause" + (
+            f" {step.duration:g}s" if step.duration is not None else " (until promoted)"
+        )
     if isinstance(step, Analysis):
         return "analysis " + ", ".join(t.template_name for t in step.templates)
     if isinstance(step, SetHeaderRoute):

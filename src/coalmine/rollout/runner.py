@@ -9,6 +9,8 @@ provider never delays a rollback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
 import socket
@@ -82,25 +84,28 @@ class Controller:
 
     # ------------------------------------------------------------------ loop
 
-    async def run(self, names: set[str] | None = None, stop: asyncio.Event | None = None,
-                  exit_when_settled: bool = False) -> None:
+    async def run(
+        self,
+        names: set[str] | None = None,
+        stop: asyncio.Event | None = None,
+        exit_when_settled: bool = False,
+    ) -> None:
         """Reconcile every active rollout (or only ``names``) until ``stop`` is set, or, with
         ``exit_when_settled``, until they are all settled."""
         stop = stop or asyncio.Event()
         while not stop.is_set():
             self.store.heartbeat(self.controller_id, self.clock.now())
             records = [
-                r for r in self.store.list_rollouts()
+                r
+                for r in self.store.list_rollouts()
                 if (names is None or r.name in names) and not is_settled(r)
             ]
             for record in records:
                 await self.tick(record)
             if exit_when_settled and not records:
                 return
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.tick_s)
-            except TimeoutError:
-                pass
         await self.close()
 
     async def close(self) -> None:
@@ -205,8 +210,9 @@ class Controller:
 
     # ------------------------------------------------------------------ measurements
 
-    def _start_measurements(self, record: RolloutRecord, state: RolloutState, live: _Live,
-                            now: float) -> None:
+    def _start_measurements(
+        self, record: RolloutRecord, state: RolloutState, live: _Live, now: float
+    ) -> None:
         if state.phase.terminal:
             return
         plan = live.plan
@@ -229,21 +235,24 @@ class Controller:
                 )
                 task = asyncio.create_task(self._measure(live, run.name, by_name[name], context))
                 live.in_flight[key] = task
-                task.add_done_callback(lambda t, k=key, lv=live: self._collect(lv, k, t))
+                task.add_done_callback(functools.partial(self._collect, live, key))
 
-    def _collect(self, live: _Live, key: tuple[str, str],
-                 task: asyncio.Task[MeasurementResult]) -> None:
+    def _collect(
+        self, live: _Live, key: tuple[str, str], task: asyncio.Task[MeasurementResult]
+    ) -> None:
         live.in_flight.pop(key, None)
         if not task.cancelled() and task.exception() is None:
             live.done.append(task.result())
 
-    async def _measure(self, live: _Live, run_name: str, metric: Metric,
-                       context: MeasureContext) -> MeasurementResult:
+    async def _measure(
+        self, live: _Live, run_name: str, metric: Metric, context: MeasureContext
+    ) -> MeasurementResult:
         started = self.clock.now()
         provider = live.providers.for_metric(metric)
         try:
-            result = await asyncio.wait_for(provider.measure(metric, context),
-                                            MEASUREMENT_TIMEOUT_S)
+            result = await asyncio.wait_for(
+                provider.measure(metric, context), MEASUREMENT_TIMEOUT_S
+            )
         except TimeoutError:
             result = ProviderResult(phase=Phase.ERROR, message="the measurement timed out")
         except CoalmineError as err:
@@ -260,9 +269,7 @@ class Controller:
 
     def receipt_paths_for(self, record: RolloutRecord) -> list[Path]:
         """Write every receipt of this revision that has no file yet (after a crash too)."""
-        receipts = [
-            r for r in self.store.receipts(record.name) if r.revision == record.revision
-        ]
+        receipts = [r for r in self.store.receipts(record.name) if r.revision == record.revision]
         paths = [write_receipt(self.receipts_dir, r, i + 1) for i, r in enumerate(receipts)]
         for path in paths:
             if path not in self.receipt_paths:

@@ -36,8 +36,9 @@ def plan_from_record(record: RolloutRecord) -> Plan:
             path.write_text(text)
             paths.append(path)
         bundle = load_bundle(paths)
-    return build_plan(bundle, record.name, service_from_dict(spec["service"]),
-                      float(spec.get("time_scale", 1.0)))
+    return build_plan(
+        bundle, record.name, service_from_dict(spec["service"]), float(spec.get("time_scale", 1.0))
+    )
 
 
 def service_of(record: RolloutRecord) -> ServiceConfig:

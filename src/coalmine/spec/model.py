@@ -59,7 +59,7 @@ class Metric:
 
     @property
     def provider_name(self) -> str:
-        """``prometheus``, ``web``, ``job``..., or the plug-in's name such as ``coalmine/router``."""
+        """``prometheus``, ``web``, ``job``..., or a plug-in name such as ``coalmine/router``."""
         (kind,) = self.provider.keys()
         if kind == "plugin":
             (plugin_name,) = self.provider["plugin"].keys()
@@ -229,8 +229,9 @@ class Config:
         return self.environments[name or self.default_environment]
 
 
-def scale_durations(rollout: Rollout, templates: dict[str, AnalysisTemplate], factor: float
-                    ) -> tuple[Rollout, dict[str, AnalysisTemplate]]:
+def scale_durations(
+    rollout: Rollout, templates: dict[str, AnalysisTemplate], factor: float
+) -> tuple[Rollout, dict[str, AnalysisTemplate]]:
     """Divide every duration by ``factor`` (``--time-scale``): pauses, intervals, delays."""
     if factor == 1:
         return rollout, templates

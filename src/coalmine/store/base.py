@@ -43,7 +43,8 @@ class Receipt:
     receipt_id: str  # uuid4
     rollout: str
     revision: int
-    operation: str  # canary_phase_complete | traffic_promoted | deployment_complete | rollback_executed
+    # canary_phase_complete | traffic_promoted | deployment_complete | rollback_executed
+    operation: str
     timestamp: float
     body: dict[str, Any]
 
