@@ -141,8 +141,17 @@ def _run(options: DemoOptions, workdir: Path, group: ProcessGroup) -> DemoResult
         port_file = workdir / f"{name}.port"
         child = group.start(
             name,
-            [py, "-m", "coalmine.demo.service", "--version", version, "--port", "0",
-             "--port-file", str(port_file)],
+            [
+                py,
+                "-m",
+                "coalmine.demo.service",
+                "--version",
+                version,
+                "--port",
+                "0",
+                "--port-file",
+                str(port_file),
+            ],
         )
         ports[name] = child.wait_port_file(port_file, timeout=15)
     config_path = write_config(workdir, ports["stable"], ports["canary"])
@@ -150,8 +159,19 @@ def _run(options: DemoOptions, workdir: Path, group: ProcessGroup) -> DemoResult
     service = environment.services[SERVICE]
     router = group.start(
         "router",
-        [py, "-m", "coalmine.cli.main", "router", "serve", "--config", str(config_path),
-         "--service", SERVICE, "--env", "demo"],
+        [
+            py,
+            "-m",
+            "coalmine.cli.main",
+            "router",
+            "serve",
+            "--config",
+            str(config_path),
+            "--service",
+            SERVICE,
+            "--env",
+            "demo",
+        ],
     )
     wait_http_ok(f"http://{service.router.admin}/healthz", timeout=15, child=router)
     wait_http_ok(f"http://{service.router.listen}/healthz", timeout=15, child=router)
@@ -161,16 +181,21 @@ def _run(options: DemoOptions, workdir: Path, group: ProcessGroup) -> DemoResult
     return asyncio.run(_drive(options, workdir, environment, record, plan, ports["canary"]))
 
 
-async def _drive(options: DemoOptions, workdir: Path, environment: Any, record: Any, plan: Any,
-                 canary_port: int) -> DemoResult:
+async def _drive(
+    options: DemoOptions, workdir: Path, environment: Any, record: Any, plan: Any, canary_port: int
+) -> DemoResult:
+    from coalmine.cli.common import open_environment_store
     from coalmine.cli.rollout_cmds import make_controller, seed_generation
     from coalmine.cli.watch import watch
-    from coalmine.cli.common import open_environment_store
     from coalmine.traffic.client import RouterClient
 
     service = environment.services[SERVICE]
-    load = LoadGenerator(f"http://{service.router.listen}/api/items/1", options.rate,
-                         tenants=1000, test_tenants=[TEST_TENANT])
+    load = LoadGenerator(
+        f"http://{service.router.listen}/api/items/1",
+        options.rate,
+        tenants=1000,
+        test_tenants=[TEST_TENANT],
+    )
     load_task = asyncio.create_task(load.run())
     await asyncio.sleep(1.0)  # let the stable version warm up before the rollout begins
     store = open_environment_store(environment)
@@ -215,10 +240,17 @@ async def _drive(options: DemoOptions, workdir: Path, environment: Any, record: 
     )
     if fault_onset is not None:
         result.verdict_at = next(
-            (d.at for d in decisions if d.at >= fault_onset and d.kind in
-             ("metric-failed", "metric-error", "analysis-failed", "analysis-error")), None)
+            (
+                d.at
+                for d in decisions
+                if d.at >= fault_onset
+                and d.kind in ("metric-failed", "metric-error", "analysis-failed", "analysis-error")
+            ),
+            None,
+        )
         result.rollback_decided_at = next(
-            (d.at for d in decisions if d.kind == "rolled-back"), None)
+            (d.at for d in decisions if d.kind == "rolled-back"), None
+        )
         result.last_canary_request = stats.versions["canary"].last_request_at
     for receipt in store.receipts(final.name):
         if receipt.revision == final.revision and receipt.operation == "rollback_executed":

@@ -54,17 +54,25 @@ def evaluate(
     short: list[str] = []
     for name in versions:
         vs = stats.versions.get(name, VersionStats())
-        details[name] = {"requests": vs.requests, "errors": vs.errors,
-                         "latency_ms": vs.latency_ms, "request_rate": vs.request_rate}
+        details[name] = {
+            "requests": vs.requests,
+            "errors": vs.errors,
+            "latency_ms": vs.latency_ms,
+            "request_rate": vs.request_rate,
+        }
         if query not in ("requests", "request-rate") and vs.requests < min_requests:
-            short.append(f"{name} had {vs.requests} requests in the last "
-                         f"{format_duration(stats.window_s)}, need {min_requests}")
+            short.append(
+                f"{name} had {vs.requests} requests in the last "
+                f"{format_duration(stats.window_s)}, need {min_requests}"
+            )
             values[name] = None
             continue
         values[name] = _value(vs, query, quantile)
     if short:
         return ProviderResult(
-            value=None, phase=Phase.INCONCLUSIVE, message="no data: " + "; ".join(short),
+            value=None,
+            phase=Phase.INCONCLUSIVE,
+            message="no data: " + "; ".join(short),
             details=details,
         )
     result: Any = values[version] if version else values

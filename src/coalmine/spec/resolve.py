@@ -20,8 +20,9 @@ from coalmine.spec.model import (
 )
 from coalmine.spec.yamlpos import DURATION_HINT, closest
 
-SUPPORTED_PROVIDERS = ("prometheus", "web")
-SUPPORTED_PLUGINS = ("coalmine/router", "coalmine/judge", "coalmine/probe")
+# What the controller can measure with today; the rest of Argo's providers load but do not run.
+SUPPORTED_PROVIDERS: tuple[str, ...] = ()
+SUPPORTED_PLUGINS = ("coalmine/router",)
 ROUTER_QUERIES = ("error-rate", "availability", "latency", "request-rate", "requests")
 ROUTER_VERSIONS = ("stable", "canary")
 ROUTER_KEYS = ("query", "version", "quantile", "window", "minRequests")
@@ -272,7 +273,7 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
     """Raise NotSupportedError for providers coalmine does not run; check router configs."""
     (kind,) = metric.provider.keys()
     name = metric.provider_name
-    runs = "coalmine runs prometheus, web and the plug-ins " + ", ".join(SUPPORTED_PLUGINS)
+    runs = "coalmine measures with " + ", ".join(SUPPORTED_PROVIDERS + SUPPORTED_PLUGINS)
     if kind == "plugin":
         if name not in SUPPORTED_PLUGINS:
             raise _error(

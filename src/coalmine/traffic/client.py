@@ -1,0 +1,74 @@
+"""``RouterClient``: the controller's handle on a running router, over its admin API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from coalmine.errors import RouterError
+from coalmine.traffic.base import Routing, Stats, VersionStats
+
+
+class RouterClient:
+    """Implements ``TrafficRouter`` against ``http://<admin>/admin/...``."""
+
+    def __init__(self, admin: str, timeout: float = 2.0) -> None:
+        self.admin = admin.removeprefix("http://").rstrip("/")
+        self._http = httpx.AsyncClient(base_url=f"http://{self.admin}", timeout=timeout)
+
+    async def __aenter__(self) -> RouterClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except httpx.TransportError as err:
+            raise RouterError(
+                f"router admin {self.admin} is unreachable ({type(err).__name__})",
+                hint="start it with `coalmine router serve --config coalmine.yaml --service NAME`",
+            ) from None
+        if response.status_code == 200:
+            return response.json()
+        try:
+            message = str(response.json().get("error", response.text))
+        except ValueError:
+            message = response.text.strip() or response.reason_phrase
+        if response.status_code == 409:
+            raise RouterError(f"the router refused a stale routing: {message}")
+        raise RouterError(f"router admin {self.admin} answered {response.status_code}: {message}")
+
+    async def set_routing(self, routing: Routing) -> Routing:
+        return Routing.from_dict(await self._call("PUT", "/admin/routing", json=routing.to_dict()))
+
+    async def get_routing(self) -> Routing:
+        return Routing.from_dict(await self._call("GET", "/admin/routing"))
+
+    async def routing_info(self) -> dict[str, Any]:
+        """The routing plus the service name and upstream URLs."""
+        return dict(await self._call("GET", "/admin/routing"))
+
+    async def stats(self, window_s: float, quantiles: tuple[float, ...] = (0.5, 0.99)) -> Stats:
+        params = {"window": str(window_s), "quantiles": ",".join(repr(q) for q in quantiles)}
+        data = await self._call("GET", "/admin/stats", params=params)
+        return Stats(
+            window_s=float(data["window_s"]),
+            versions={name: VersionStats(**v) for name, v in data["versions"].items()},
+        )
+
+    async def records(self, since: float = 0.0, limit: int = 10_000) -> list[dict[str, Any]]:
+        data = await self._call("GET", "/admin/records", params={"since": since, "limit": limit})
+        return list(data["records"])
+
+    async def healthy(self) -> bool:
+        try:
+            await self._call("GET", "/healthz")
+        except RouterError:
+            return False
+        return True
