@@ -53,3 +53,11 @@ class StoreError(CoalmineError):
 
 class RouterError(CoalmineError):
     """The traffic router cannot be reached or refused a change."""
+
+
+class StaleRoutingError(RouterError):
+    """The router serves a newer routing generation than the one sent."""
+
+    def __init__(self, message: str, current_generation: int, **where: str | None) -> None:
+        super().__init__(message, **where)  # type: ignore[arg-type]
+        self.current_generation = current_generation

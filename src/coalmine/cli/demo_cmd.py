@@ -97,7 +97,7 @@ def print_summary(result: object, fault: str | None) -> None:
                 else "the faulty canary was not rolled back"
             )
         )
-    console.print("receipts:")
+    print("receipts:")
     for path in result.receipts:
-        console.print(f"  {path}")
-    console.print(f"state, logs and configuration: {result.workdir}")
+        print(f"  {path}")
+    print(f"state, logs and configuration: {result.workdir}")

@@ -18,13 +18,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from coalmine.analysis import run as analysis_run
 from coalmine.analysis.run import RunState
 from coalmine.analysis.types import Measurement, Phase, ProviderResult
 from coalmine.clock import Clock
-from coalmine.errors import CoalmineError, RouterError
+from coalmine.errors import CoalmineError, RouterError, StaleRoutingError
 from coalmine.evidence.receipts import write_receipt
 from coalmine.metrics.base import MeasureContext
 from coalmine.metrics.registry import Providers
@@ -195,11 +194,10 @@ class Controller:
     async def _apply_routing(self, live: _Live, routing: Routing) -> bool:
         try:
             served = await live.router.set_routing(routing)
+        except StaleRoutingError as err:
+            live.stale_router_generation = err.current_generation
+            return True
         except RouterError as err:
-            current = _stale_generation(err)
-            if current is not None:
-                live.stale_router_generation = current
-                return True
             if live.router_error != err.message:
                 log.warning("router: %s", err.one_line())
             live.router_error = err.message
@@ -275,8 +273,3 @@ class Controller:
             if path not in self.receipt_paths:
                 self.receipt_paths.append(path)
         return paths
-
-
-def _stale_generation(err: RouterError) -> int | None:
-    current: Any = getattr(err, "current_generation", None)
-    return int(current) if current is not None else None

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from coalmine.errors import RouterError
+from coalmine.errors import RouterError, StaleRoutingError
 from coalmine.traffic.base import Routing, Stats, VersionStats
 
 
@@ -41,7 +41,8 @@ class RouterClient:
         except ValueError:
             message = response.text.strip() or response.reason_phrase
         if response.status_code == 409:
-            raise RouterError(f"the router refused a stale routing: {message}")
+            current = response.json().get("current_generation", -1)
+            raise StaleRoutingError(f"the router refused a stale routing: {message}", int(current))
         raise RouterError(f"router admin {self.admin} answered {response.status_code}: {message}")
 
     async def set_routing(self, routing: Routing) -> Routing:
