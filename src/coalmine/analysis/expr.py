@@ -76,7 +76,7 @@ def _format(value: Any) -> str:
             return "NaN"
         if math.isinf(value):
             return "+Inf" if value > 0 else "-Inf"
-        return repr(value)
+        return f"{value:.6g}"  # readable in messages; the exact value is kept with the data
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):

@@ -23,7 +23,7 @@ from coalmine.clock import SystemClock
 from coalmine.errors import CoalmineError, SpecError
 from coalmine.rollout.reconcile import command_problem
 from coalmine.rollout.state import RolloutPhase, RolloutState
-from coalmine.spec.model import Environment
+from coalmine.spec.model import Environment, ServiceConfig
 from coalmine.store.base import RolloutRecord, Store
 
 rollout_app = typer.Typer(help="Start, follow and steer rollouts.", no_args_is_help=True)
@@ -102,13 +102,16 @@ def prepare_rollout(
     return record, plan
 
 
-async def seed_generation(record: RolloutRecord, admin: str) -> RolloutRecord:
-    """Start the rollout's routing generations above what the router serves now."""
+async def seed_generation(record: RolloutRecord, service: ServiceConfig) -> RolloutRecord:
+    """Check that the router and both upstreams answer, and start the rollout's routing
+    generations at what the router serves now."""
     from dataclasses import replace
 
+    from coalmine.rollout.preflight import check_upstreams
     from coalmine.traffic.client import RouterClient
 
-    client = RouterClient(admin)
+    await check_upstreams(service)
+    client = RouterClient(service.router.admin)
     try:
         current = await client.get_routing()
     finally:
@@ -193,7 +196,7 @@ def start(
     env_name = env or cfg.default_environment
     record, plan = prepare_rollout(files, environment, env_name, name, time_scale)
     service = environment.services[plan.rollout.service]
-    record = asyncio.run(seed_generation(record, service.router.admin))
+    record = asyncio.run(seed_generation(record, service))
     store = open_environment_store(environment)
     record = store.create_rollout(record)
     print(

@@ -199,7 +199,7 @@ async def _drive(
     load_task = asyncio.create_task(load.run())
     await asyncio.sleep(1.0)  # let the stable version warm up before the rollout begins
     store = open_environment_store(environment)
-    record = store.create_rollout(await seed_generation(record, service.router.admin))
+    record = store.create_rollout(await seed_generation(record, service))
     started = time.time()
     controller = make_controller(store, environment)
     stop = asyncio.Event()
