@@ -642,7 +642,7 @@ class _Reconciler:
             finished_at=self.now,
             pause_reason=None,
             rollbacks=state.rollbacks + 1,
-            message=f"{final_phase}: {failure_reason}",
+            message=failure_reason,
             pending_rollback=PendingRollback(
                 decided_at=self.now,
                 generation=self.state.generation,
