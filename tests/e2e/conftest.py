@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from coalmine.demo.loadgen import LoadGenerator
-from coalmine.demo.processes import ProcessGroup, wait_http_ok
-from coalmine.demo.run import TEST_TENANT, write_config
-from coalmine.spec.config import load_config
+from coalmine.demo.processes import ProcessGroup
+from coalmine.demo.run import SERVICE, TEST_TENANT, start_services
 from coalmine.spec.model import ServiceConfig
 
 COALMINE = [sys.executable, "-m", "coalmine.cli.main"]
@@ -34,31 +33,11 @@ class World:
 def world(tmp_path: Path) -> Iterator[World]:
     (tmp_path / "logs").mkdir()
     with ProcessGroup(tmp_path / "logs") as group:
-        ports = {}
-        for version, name in (("v1", "stable"), ("v2", "canary")):
-            port_file = tmp_path / f"{name}.port"
-            child = group.start(
-                name,
-                [
-                    sys.executable,
-                    "-m",
-                    "coalmine.demo.service",
-                    "--version",
-                    version,
-                    "--port",
-                    "0",
-                    "--port-file",
-                    str(port_file),
-                ],
-            )
-            ports[name] = child.wait_port_file(port_file, timeout=15)
-        config = write_config(tmp_path, ports["stable"], ports["canary"])
-        service = load_config(config).environment("demo").services["shop"]
-        router = group.start(
-            "router", [*COALMINE, "router", "serve", "--config", str(config), "--service", "shop"]
+        services = start_services(group, tmp_path, versions=("v1", "v2"))
+        service = services.environment.services[SERVICE]
+        yield World(
+            tmp_path, services.config, service, group, f"http://127.0.0.1:{services.canary_port}"
         )
-        wait_http_ok(f"http://{service.router.admin}/healthz", timeout=15, child=router)
-        yield World(tmp_path, config, service, group, f"http://127.0.0.1:{ports['canary']}")
 
 
 class BackgroundLoad:

@@ -92,7 +92,12 @@ def default_rollout_file() -> Path:
     return local if local.exists() else PACKAGED_ROLLOUT
 
 
-def write_config(workdir: Path, stable_port: int, canary_port: int) -> Path:
+def write_config(
+    workdir: Path,
+    stable_port: int,
+    canary_port: int,
+    versions: tuple[str, str] = ("v1.2.2", "v1.2.3"),
+) -> Path:
     config = {
         "defaultEnvironment": "demo",
         "environments": {
@@ -101,8 +106,14 @@ def write_config(workdir: Path, stable_port: int, canary_port: int) -> Path:
                 "receipts": str(workdir / "receipts"),
                 "services": {
                     SERVICE: {
-                        "stable": {"url": f"http://127.0.0.1:{stable_port}", "version": "v1.2.2"},
-                        "canary": {"url": f"http://127.0.0.1:{canary_port}", "version": "v1.2.3"},
+                        "stable": {
+                            "url": f"http://127.0.0.1:{stable_port}",
+                            "version": versions[0],
+                        },
+                        "canary": {
+                            "url": f"http://127.0.0.1:{canary_port}",
+                            "version": versions[1],
+                        },
                         "tenancy": {"header": "X-Tenant", "testTenants": [TEST_TENANT]},
                         "router": {
                             "listen": f"127.0.0.1:{free_port()}",
@@ -131,32 +142,39 @@ def run_demo(options: DemoOptions) -> DemoResult:
             group.restore_signal_handlers()
 
 
-def _run(options: DemoOptions, workdir: Path, group: ProcessGroup) -> DemoResult:
-    from coalmine.cli.rollout_cmds import prepare_rollout
+@dataclass(frozen=True)
+class Services:
+    config: Path
+    environment: Any
+    canary_port: int
+
+
+def start_services(
+    group: ProcessGroup, workdir: Path, versions: tuple[str, str] = ("v1.2.2", "v1.2.3")
+) -> Services:
+    """Start the stable and canary sample services and the router in front of them, and
+    write the demo's coalmine.yaml; returns when all three answer."""
     from coalmine.spec.config import load_config
 
     py = sys.executable
     ports = {}
-    for version, name in (("v1.2.2", "stable"), ("v1.2.3", "canary")):
+    for version, name in zip(versions, ("stable", "canary"), strict=True):
         port_file = workdir / f"{name}.port"
-        child = group.start(
-            name,
-            [
-                py,
-                "-m",
-                "coalmine.demo.service",
-                "--version",
-                version,
-                "--port",
-                "0",
-                "--port-file",
-                str(port_file),
-            ],
-        )
-        ports[name] = child.wait_port_file(port_file, timeout=15)
-    config_path = write_config(workdir, ports["stable"], ports["canary"])
+        argv = [
+            py,
+            "-m",
+            "coalmine.demo.service",
+            "--version",
+            version,
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+        ]
+        ports[name] = group.start(name, argv).wait_port_file(port_file, timeout=15)
+    config_path = write_config(workdir, ports["stable"], ports["canary"], versions)
     environment = load_config(config_path).environment("demo")
-    service = environment.services[SERVICE]
+    router_settings = environment.services[SERVICE].router
     router = group.start(
         "router",
         [
@@ -173,12 +191,21 @@ def _run(options: DemoOptions, workdir: Path, group: ProcessGroup) -> DemoResult
             "demo",
         ],
     )
-    wait_http_ok(f"http://{service.router.admin}/healthz", timeout=15, child=router)
-    wait_http_ok(f"http://{service.router.listen}/healthz", timeout=15, child=router)
+    wait_http_ok(f"http://{router_settings.admin}/healthz", timeout=15, child=router)
+    wait_http_ok(f"http://{router_settings.listen}/healthz", timeout=15, child=router)
+    return Services(config_path, environment, ports["canary"])
+
+
+def _run(options: DemoOptions, workdir: Path, group: ProcessGroup) -> DemoResult:
+    from coalmine.cli.rollout_cmds import prepare_rollout
+
+    services = start_services(group, workdir)
     record, plan = prepare_rollout(
-        [options.rollout_file], environment, "demo", None, options.time_scale
+        [options.rollout_file], services.environment, "demo", None, options.time_scale
     )
-    return asyncio.run(_drive(options, workdir, environment, record, plan, ports["canary"]))
+    return asyncio.run(
+        _drive(options, workdir, services.environment, record, plan, services.canary_port)
+    )
 
 
 async def _drive(

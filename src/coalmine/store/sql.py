@@ -7,11 +7,12 @@ read-then-write transaction waits for the lock (busy timeout) instead of failing
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -24,6 +25,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from coalmine.errors import StoreError
 from coalmine.store.base import Command, Decision, Receipt, RolloutRecord
+
+_T = TypeVar("_T")
 
 TERMINAL_PHASES: frozenset[str] = frozenset({"Healthy", "Aborted", "RolledBack"})
 
@@ -152,44 +155,10 @@ def _one_line(error: BaseException) -> str:
     return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
-def _record(row: sa.Row[Any]) -> RolloutRecord:
+def _from_row(cls: type[_T], row: sa.Row[Any]) -> _T:
+    """Build a store dataclass from a row whose columns carry the same names as its fields."""
     m = row._mapping
-    return RolloutRecord(
-        name=m["name"],
-        revision=m["revision"],
-        phase=m["phase"],
-        state=m["state"],
-        spec=m["spec"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        version=m["version"],
-    )
-
-
-def _decision(row: sa.Row[Any]) -> Decision:
-    m = row._mapping
-    return Decision(
-        rollout=m["rollout"],
-        revision=m["revision"],
-        at=m["at"],
-        kind=m["kind"],
-        reason=m["reason"],
-        step=m["step"],
-        data=m["data"],
-        id=m["id"],
-    )
-
-
-def _receipt(row: sa.Row[Any]) -> Receipt:
-    m = row._mapping
-    return Receipt(
-        receipt_id=m["receipt_id"],
-        rollout=m["rollout"],
-        revision=m["revision"],
-        operation=m["operation"],
-        timestamp=m["timestamp"],
-        body=m["body"],
-    )
+    return cls(**{f.name: m[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 # --- the store --------------------------------------------------------------------------------
@@ -329,7 +298,7 @@ class SqlStore:
             stmt = stmt.where(rollout_table.c.revision == revision)
         with self._tx(f"read rollout {name}") as conn:
             row = conn.execute(stmt).first()
-        return None if row is None else _record(row)
+        return None if row is None else _from_row(RolloutRecord, row)
 
     def list_rollouts(self, include_history: bool = False) -> list[RolloutRecord]:
         stmt = sa.select(rollout_table).order_by(rollout_table.c.name, rollout_table.c.revision)
@@ -349,7 +318,7 @@ class SqlStore:
                 ),
             )
         with self._tx("list rollouts") as conn:
-            return [_record(row) for row in conn.execute(stmt)]
+            return [_from_row(RolloutRecord, row) for row in conn.execute(stmt)]
 
     def save(
         self,
@@ -419,7 +388,7 @@ class SqlStore:
                 .where(decision_table.c.rollout == name, decision_table.c.revision == revision)
                 .order_by(decision_table.c.id)
             )
-            return [_decision(row) for row in rows]
+            return [_from_row(Decision, row) for row in rows]
 
     def enqueue_command(self, rollout: str, name: str, args: dict[str, Any], at: float) -> int:
         with self._tx(f"queue command {name} for {rollout}", write=True) as conn:
@@ -451,7 +420,7 @@ class SqlStore:
         if rollout is not None:
             stmt = stmt.where(receipt_table.c.rollout == rollout)
         with self._tx("read receipts") as conn:
-            return [_receipt(row) for row in conn.execute(stmt)]
+            return [_from_row(Receipt, row) for row in conn.execute(stmt)]
 
     def get_receipt(self, receipt_id: str) -> Receipt | None:
         """Exact id, or a unique prefix of at least 8 characters (shorter: no match)."""
@@ -460,7 +429,7 @@ class SqlStore:
                 sa.select(receipt_table).where(receipt_table.c.receipt_id == receipt_id)
             ).first()
             if row is not None or len(receipt_id) < 8:
-                return None if row is None else _receipt(row)
+                return None if row is None else _from_row(Receipt, row)
             rows = conn.execute(
                 sa.select(receipt_table)
                 .where(receipt_table.c.receipt_id.startswith(receipt_id, autoescape=True))
@@ -473,7 +442,7 @@ class SqlStore:
                 f"({rows[0].receipt_id}, {rows[1].receipt_id}, ...)",
                 hint="give more characters of the receipt id",
             )
-        return _receipt(rows[0]) if rows else None
+        return _from_row(Receipt, rows[0]) if rows else None
 
     # controller liveness
 
