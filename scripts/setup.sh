@@ -2,7 +2,7 @@
 # Prepares a fresh Debian machine with python3: Debian packages (when asked for) and the
 # project's virtual environment, installed from the pinned constraints file.
 #   scripts/setup.sh            python environment only
-#   scripts/setup.sh test       + what the test suite needs (PostgreSQL)
+#   scripts/setup.sh test       + what the test suite needs (PostgreSQL, Prometheus)
 #   scripts/setup.sh bench      + what the benchmarks need (nginx, wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,8 +10,8 @@ want="${1:-}"
 
 debs=()
 case "$want" in
-  test)  debs=(python3-venv postgresql) ;;
-  bench) debs=(python3-venv postgresql nginx-light wrk) ;;
+  test)  debs=(python3-venv postgresql prometheus) ;;
+  bench) debs=(python3-venv postgresql prometheus nginx-light wrk) ;;
   *)     debs=(python3-venv) ;;
 esac
 

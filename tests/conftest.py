@@ -1,3 +1,3 @@
 """Shared test fixtures."""
 
-pytest_plugins = ["tests.fixtures.postgres"]
+pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.prometheus"]

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from coalmine.analysis.types import Phase, ProviderResult
 from coalmine.metrics.base import MeasureContext, MetricProvider
+from coalmine.metrics.prometheus import PrometheusMetrics
 from coalmine.metrics.router import RouterMetrics
+from coalmine.metrics.web import WebMetrics
 from coalmine.spec.model import Metric
 from coalmine.traffic.base import TrafficRouter
 
@@ -20,8 +22,18 @@ class _Unsupported:
 class Providers:
     """The providers available to one service's rollout."""
 
-    def __init__(self, router: TrafficRouter) -> None:
-        self._by_name: dict[str, MetricProvider] = {"coalmine/router": RouterMetrics(router)}
+    def __init__(
+        self,
+        router: TrafficRouter,
+        *,
+        prometheus: MetricProvider | None = None,
+        web: MetricProvider | None = None,
+    ) -> None:
+        self._by_name: dict[str, MetricProvider] = {
+            "coalmine/router": RouterMetrics(router),
+            "prometheus": prometheus or PrometheusMetrics(),
+            "web": web or WebMetrics(),
+        }
 
     def for_metric(self, metric: Metric) -> MetricProvider:
         return self._by_name.get(metric.provider_name, _Unsupported())

@@ -21,7 +21,7 @@ from coalmine.spec.model import (
 from coalmine.spec.yamlpos import DURATION_HINT, closest
 
 # What the controller can measure with today; the rest of Argo's providers load but do not run.
-SUPPORTED_PROVIDERS: tuple[str, ...] = ()
+SUPPORTED_PROVIDERS: tuple[str, ...] = ("prometheus", "web")
 SUPPORTED_PLUGINS = ("coalmine/router",)
 ROUTER_QUERIES = ("error-rate", "availability", "latency", "request-rate", "requests")
 ROUTER_VERSIONS = ("stable", "canary")
@@ -295,6 +295,29 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
         check_router_config(
             metric.provider_config, metric.location, f"{field}.plugin.coalmine/router"
         )
+    elif name in ("prometheus", "web"):
+        check_http_provider_config(name, metric.provider_config, metric.location, f"{field}.{name}")
+
+
+def check_http_provider_config(
+    kind: str, config: dict[str, Any], where: Location | None = None, field: str | None = None
+) -> None:
+    """Validate a ``prometheus`` or ``web`` provider config (after arg substitution) with the
+    provider's own rules. Values still holding ``{{args.x}}`` are left unchecked."""
+    from coalmine.metrics import prometheus, web  # here: the spec layer loads without httpx
+
+    parse = prometheus.parse_config if kind == "prometheus" else web.parse_config
+    field = field or kind
+    try:
+        parse(config, check_only=True)
+    except SpecError as err:
+        raise _error(
+            err.message,
+            where,
+            f"{field}.{err.field}" if err.field else field,
+            err.hint,
+            type(err),
+        ) from None
 
 
 def check_router_config(
