@@ -34,7 +34,7 @@ def spread(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
         "p50": round(statistics.median(ordered), 3),
-        "p90": round(ordered[max(0, int(round(0.9 * len(ordered))) - 1)], 3),
+        "p90": round(ordered[max(0, round(0.9 * len(ordered)) - 1)], 3),
         "max": round(ordered[-1], 3),
         "mean": round(statistics.fmean(ordered), 3),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHES = ("bench.router_bench", "bench.rollback_bench", "bench.demo_bench")
+BENCHES = ("bench.router_bench", "bench.rollback_bench", "bench.demo_bench", "bench.judge")
 
 
 def main() -> None:
