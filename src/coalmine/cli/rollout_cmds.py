@@ -153,13 +153,9 @@ async def drive(
     controller = make_controller(store, environment)
     stop = asyncio.Event()
     control = asyncio.create_task(controller.run({name}, stop, exit_when_settled=True))
-    router = RouterClient(plan.rollout and environment.services[plan.rollout.service].router.admin)
-
-    def done() -> bool:
-        return control.done()
-
+    router = RouterClient(environment.services[plan.rollout.service].router.admin)
     try:
-        await watch(store, name, router, plan, done, mode)
+        await watch(store, name, router, plan, control.done, mode)
         await control
     finally:
         stop.set()

@@ -100,9 +100,12 @@ class Controller:
                 if (names is None or r.name in names) and not is_settled(r)
             ]
             for record in records:
-                await self.tick(record)
+                try:
+                    await self.tick(record)
+                except CoalmineError as err:  # e.g. another controller saved first
+                    log.warning("rollout %s: %s", record.name, err.one_line())
             if exit_when_settled and not records:
-                return
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=self.tick_s)
         await self.close()
@@ -189,7 +192,7 @@ class Controller:
             acted = await self._apply_routing(live, new_state.routing)
         live.asserted = True
         self._start_measurements(record, new_state, live, now)
-        return record, acted or bool(outcome.actions and acted)
+        return record, acted
 
     async def _apply_routing(self, live: _Live, routing: Routing) -> bool:
         try:
