@@ -288,7 +288,7 @@ def test_unfinished_measurement_is_rejected() -> None:
     m = metric()
     run = start_run("r", [m], T0)
     with pytest.raises(ValueError, match="not finished"):
-        record(run, [m], "m", Measurement(Phase.RUNNING, T0, T0), T0)
+        record(run, [m], "m", Measurement(Phase.PENDING, T0, T0), T0)
 
 
 def test_a_failing_metric_completes_the_run_and_stops_the_others() -> None:
@@ -430,7 +430,7 @@ def test_provider_phase_wins_over_conditions() -> None:
     judged = ProviderResult(5, phase=Phase.SUCCESSFUL, message="canary not worse (p=0.4)")
     got = measurement_from(m, judged, T0, T0)
     assert (got.phase, got.message) == (Phase.SUCCESSFUL, "canary not worse (p=0.4)")
-    unfinished = measurement_from(m, ProviderResult(1, phase=Phase.RUNNING), T0, T0)
+    unfinished = measurement_from(m, ProviderResult(1, phase=Phase.PENDING), T0, T0)
     assert unfinished.phase == Phase.ERROR
 
 

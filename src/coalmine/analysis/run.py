@@ -119,6 +119,9 @@ def measurement_from(
     def make(phase: Phase, message: str) -> Measurement:
         return Measurement(phase, started_at, finished_at, result.value, message, result.details)
 
+    if result.phase == Phase.RUNNING:
+        # "continue": the provider looked and has not enough evidence either way yet
+        return make(Phase.RUNNING, result.message or "continue: not enough evidence yet")
     if result.phase is not None:
         if not result.phase.completed:
             return make(Phase.ERROR, f"provider returned unfinished phase {result.phase}")
@@ -171,6 +174,12 @@ def _assess_metric(metric: Metric, result: MetricResult) -> tuple[Phase, str]:
             f"{result.failed} of {result.count} measurements failed "
             f"(failureLimit {metric.failure_limit})"
         )
+    limit = metric.consecutive_failure_limit
+    if limit is not None and result.consecutive_failed > limit:
+        return Phase.FAILED, (
+            f"{result.consecutive_failed} measurements in a row failed "
+            f"(consecutiveFailureLimit {limit})"
+        )
     if result.inconclusive > metric.inconclusive_limit:
         return Phase.INCONCLUSIVE, (
             f"{result.inconclusive} of {result.count} measurements inconclusive "
@@ -182,6 +191,12 @@ def _assess_metric(metric: Metric, result: MetricResult) -> tuple[Phase, str]:
             f"(consecutiveErrorLimit {metric.consecutive_error_limit})"
         )
     count = metric.effective_count
+    if (
+        count is not None
+        and result.count >= count
+        and result.measurements[-1].phase == (Phase.RUNNING)
+    ):
+        return Phase.INCONCLUSIVE, f"{count} measurements taken and the last one was undecided"
     if count is not None and result.count >= count:
         return Phase.SUCCESSFUL, f"{result.successful} of {result.count} measurements successful"
     of = "" if count is None else f" of {count}"
@@ -202,7 +217,7 @@ def record(
     A measurement for a completed run or metric (one that was in flight when it finished) is
     ignored: a completed run never changes.
     """
-    if not measurement.phase.completed:
+    if not measurement.phase.completed and measurement.phase != Phase.RUNNING:
         raise ValueError(f"measurement of {name!r} is not finished: {measurement.phase}")
     metric = _spec(metrics, name)
     result = run.metric(name)
@@ -218,6 +233,13 @@ def record(
         inconclusive=result.inconclusive + (measurement.phase == Phase.INCONCLUSIVE),
         error=result.error + (not counted),
         consecutive_error=0 if counted else result.consecutive_error + 1,
+        consecutive_failed=(
+            result.consecutive_failed + 1
+            if measurement.phase == Phase.FAILED
+            else result.consecutive_failed
+            if measurement.phase == Phase.ERROR
+            else 0
+        ),
     )
     phase, summary = _assess_metric(metric, result)
     result = replace(result, phase=phase, message=_with_last(summary, result))

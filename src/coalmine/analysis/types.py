@@ -67,6 +67,7 @@ class MetricResult:
     inconclusive: int = 0
     error: int = 0
     consecutive_error: int = 0
+    consecutive_failed: int = 0
     dry_run: bool = False
     message: str = ""
 

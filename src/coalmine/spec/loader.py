@@ -62,7 +62,8 @@ STEPS_SUPPORTED = ("setWeight", "pause", "analysis", "setHeaderRoute")
 STEPS_NOT_SUPPORTED = ("experiment", "setCanaryScale", "setMirrorRoute", "plugin")
 METRIC_FIELDS = (
     "name", "interval", "initialDelay", "count", "successCondition", "failureCondition",
-    "failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "provider",
+    "failureLimit", "inconclusiveLimit", "consecutiveErrorLimit", "consecutiveFailureLimit",
+    "provider",
 )  # fmt: skip
 PROVIDER_KINDS = (
     "prometheus", "web", "job", "datadog", "newRelic", "wavefront", "kayenta", "cloudWatch",
@@ -518,6 +519,7 @@ def _metric(cur: Cursor, dry_patterns: tuple[str, ...]) -> Metric:
     failure = opt("failureLimit")
     inconclusive = opt("inconclusiveLimit")
     errors = opt("consecutiveErrorLimit")
+    failed_in_a_row = opt("consecutiveFailureLimit")
     metric = Metric(
         name=name,
         provider=_provider(cur.require("provider")),
@@ -529,6 +531,7 @@ def _metric(cur: Cursor, dry_patterns: tuple[str, ...]) -> Metric:
         failure_limit=failure.integer(-1, hint="-1 means unlimited") if failure else 0,
         inconclusive_limit=inconclusive.integer(-1) if inconclusive else 0,
         consecutive_error_limit=errors.integer(0) if errors else 4,
+        consecutive_failure_limit=failed_in_a_row.integer(0) if failed_in_a_row else None,
         dry_run=dry_run_matches(dry_patterns, name),
         location=_location(cur),
     )

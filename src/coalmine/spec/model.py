@@ -54,6 +54,7 @@ class Metric:
     failure_limit: int = 0
     inconclusive_limit: int = 0
     consecutive_error_limit: int = 4
+    consecutive_failure_limit: int | None = None  # coalmine's addition: fail on N in a row
     dry_run: bool = False
     location: Location | None = None
 

@@ -238,6 +238,11 @@ def _analysis_template() -> Schema:
             "failureLimit": {**int_or_str, "description": "default 0; -1 is unlimited"},
             "inconclusiveLimit": {**int_or_str, "description": "default 0"},
             "consecutiveErrorLimit": {**int_or_str, "description": "default 4"},
+            "consecutiveFailureLimit": {
+                **int_or_str,
+                "description": "coalmine: fail when more than this many measurements in a row "
+                "failed (not an Argo field; unset by default)",
+            },
             "provider": provider,
         },
         required=("name", "provider"),
