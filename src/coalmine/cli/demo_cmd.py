@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import typer
@@ -59,7 +60,13 @@ def demo(
         mode="json" if json_ and mode == "live" else mode,
         workdir=workdir,
     )
-    result = run_demo(options)
+    from coalmine.demo.run import DemoInterrupted
+
+    try:
+        result = run_demo(options)
+    except DemoInterrupted:
+        print("interrupted: every process the demo started is stopped", file=sys.stderr)
+        raise typer.Exit(130) from None
     if json_:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

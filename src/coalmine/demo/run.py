@@ -9,6 +9,7 @@ rollout and the controller rolls it back by itself; the summary says how fast.
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 import time
@@ -27,6 +28,10 @@ from coalmine.rollout.state import RolloutPhase, RolloutState
 SERVICE = "shop"
 TEST_TENANT = "test-tenant-abc123"
 PACKAGED_ROLLOUT = Path(__file__).with_name("rollouts.yaml")
+
+
+class DemoInterrupted(Exception):
+    """Ctrl-C or SIGTERM during the demo: every process it started is stopped."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,10 @@ async def _drive(
     from coalmine.traffic.client import RouterClient
 
     service = environment.services[SERVICE]
+    interrupted = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # inside the loop, so nothing swallows them
+        loop.add_signal_handler(sig, interrupted.set)
     load = LoadGenerator(
         f"http://{service.router.listen}/api/items/1",
         options.rate,
@@ -239,7 +248,17 @@ async def _drive(
         )
     router = RouterClient(service.router.admin)
     try:
-        await watch(store, record.name, router, plan, control.done, options.mode)
+        await watch(
+            store,
+            record.name,
+            router,
+            plan,
+            lambda: control.done() or interrupted.is_set(),
+            options.mode,
+        )
+        if interrupted.is_set():
+            control.cancel()
+            raise DemoInterrupted
         await control
         await asyncio.sleep(1.0)  # requests already in flight at the flip drain
         stats = await router.stats(60.0, (0.5, 0.99))
