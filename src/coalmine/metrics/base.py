@@ -22,6 +22,8 @@ class MeasureContext:
     now: float
     args: dict[str, str] = field(default_factory=dict)
     time_scale: float = 1.0
+    run_started_at: float | None = None  # sequential judges use every observation since then
+    final_look: bool = False  # the metric's count is reached with this measurement
     extra: dict[str, Any] = field(default_factory=dict)
 
 

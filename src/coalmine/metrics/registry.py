@@ -9,6 +9,7 @@ from coalmine.metrics.router import RouterMetrics
 from coalmine.metrics.web import WebMetrics
 from coalmine.spec.model import Metric
 from coalmine.traffic.base import TrafficRouter
+from coalmine.traffic.client import RouterClient
 
 
 class _Unsupported:
@@ -34,6 +35,10 @@ class Providers:
             "prometheus": prometheus or PrometheusMetrics(),
             "web": web or WebMetrics(),
         }
+        if isinstance(router, RouterClient):
+            from coalmine.metrics.judge import JudgeMetrics
+
+            self._by_name["coalmine/judge"] = JudgeMetrics(router)
 
     def for_metric(self, metric: Metric) -> MetricProvider:
         return self._by_name.get(metric.provider_name, _Unsupported())

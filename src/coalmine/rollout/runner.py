@@ -97,7 +97,8 @@ class Controller:
             records = [
                 r
                 for r in self.store.list_rollouts()
-                if (names is None or r.name in names) and not is_settled(r)
+                if (names is None or r.name in names)
+                and (not is_settled(r) or self.store.pending_commands(r.name))
             ]
             for record in records:
                 try:
@@ -228,11 +229,15 @@ class Controller:
                 key = (run.name, name)
                 if key in live.in_flight:
                     continue
+                metric = by_name[name]
                 context = MeasureContext(
                     rollout=record.name,
                     service=plan.rollout.service,
                     now=now,
                     time_scale=plan.time_scale,
+                    run_started_at=run.started_at,
+                    final_look=metric.count is not None
+                    and run.metric(name).count + 1 >= metric.count,
                 )
                 task = asyncio.create_task(self._measure(live, run.name, by_name[name], context))
                 live.in_flight[key] = task

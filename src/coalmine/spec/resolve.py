@@ -22,7 +22,7 @@ from coalmine.spec.yamlpos import DURATION_HINT, closest
 
 # What the controller can measure with today; the rest of Argo's providers load but do not run.
 SUPPORTED_PROVIDERS: tuple[str, ...] = ("prometheus", "web")
-SUPPORTED_PLUGINS = ("coalmine/router",)
+SUPPORTED_PLUGINS = ("coalmine/router", "coalmine/judge")
 ROUTER_QUERIES = ("error-rate", "availability", "latency", "request-rate", "requests")
 ROUTER_VERSIONS = ("stable", "canary")
 ROUTER_KEYS = ("query", "version", "quantile", "window", "minRequests")
@@ -297,6 +297,18 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
         )
     elif name in ("prometheus", "web"):
         check_http_provider_config(name, metric.provider_config, metric.location, f"{field}.{name}")
+    elif name == "coalmine/judge":
+        from coalmine.metrics.judge import parse_judge_config
+
+        try:
+            parse_judge_config(metric.provider_config)
+        except ValueError as err:
+            raise _error(
+                str(err),
+                metric.location,
+                f"{field}.plugin.coalmine/judge",
+                "see docs/judge.md for the judge's fields",
+            ) from None
 
 
 def check_http_provider_config(

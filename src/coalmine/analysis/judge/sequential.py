@@ -1,0 +1,272 @@
+"""Anytime-valid sequential tests: e-processes, mixture likelihood ratios, confidence sequences.
+
+Every test here produces the *running log e-value* of a nonnegative supermartingale under its
+null hypothesis, one value per step (a step is a time bucket or a batch). By Ville's inequality,
+``P(sup_t E_t >= 1/alpha) <= alpha`` under the null, so the test may be looked at after every
+step — or at any data-dependent time — without inflating its error probability.
+
+Conventions: arrays are numpy float arrays indexed by step; "log" is the natural logarithm;
+weights of a mixture are nonnegative and sum to one (they are normalised here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy.special import betaln
+
+FloatArray = NDArray[np.float64]
+
+#: Multipliers of the tolerated effect that make up the mixture's alternatives.
+DEFAULT_MULTIPLIERS: tuple[float, ...] = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0)
+#: Bet sizes (fractions of the largest admissible bet) of the betting e-processes.
+DEFAULT_BETS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
+
+
+def logsumexp(a: FloatArray, axis: int = 0) -> FloatArray:
+    """log(sum(exp(a))) along ``axis``, stable (a lean replacement for scipy's)."""
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return np.asarray(np.squeeze(out, axis=axis), dtype=float)
+
+
+def _log_weights(k: int, weights: Sequence[float] | None) -> FloatArray:
+    w = np.full(k, 1.0 / k) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (k,) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError("weights must be nonnegative, one per alternative, not all zero")
+    with np.errstate(divide="ignore"):
+        return np.log(w / w.sum())
+
+
+def share_prob(rho: ArrayLike, share: ArrayLike) -> FloatArray:
+    """Probability that an event is the canary's, given the canary's traffic share ``share``
+    and the ratio ``rho`` of the canary's event rate to the baseline's:
+    ``pi = rho*s / (rho*s + 1 - s)``."""
+    r = np.asarray(rho, dtype=float)
+    s = np.asarray(share, dtype=float)
+    num = r * s
+    den = num + (1.0 - s)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
+    return np.asarray(out, dtype=float)
+
+
+def conditional_log_e(
+    x: ArrayLike,
+    k: ArrayLike,
+    share: ArrayLike,
+    rho0: float,
+    alternatives: Sequence[float],
+    weights: Sequence[float] | None = None,
+) -> FloatArray:
+    """Running log e-value of the share-aware conditional test, per step.
+
+    In step ``i`` there were ``k[i]`` events (errors, threshold exceedances) of which ``x[i]``
+    were the canary's, and the canary had share ``share[i]`` of the requests. Each event is the
+    canary's with probability ``pi(rho) = share_prob(rho, share)``. The statistic is the
+    mixture over ``alternatives`` (values of rho) of the likelihood ratios against ``rho0``::
+
+        E_t = sum_j w_j prod_{i<=t} (pi_j/pi_0)^x_i ((1-pi_j)/(1-pi_0))^(k_i-x_i)
+
+    With every alternative above ``rho0`` this is a supermartingale whenever the true ratio is
+    at most ``rho0`` (test of "rho <= rho0"); with every alternative below ``rho0`` whenever the
+    true ratio is at least ``rho0`` (test of "rho >= rho0"). Steps with share 0 or 1 carry no
+    information and contribute a factor of one.
+    """
+    xs = np.asarray(x, dtype=float)
+    ks = np.asarray(k, dtype=float)
+    s = np.asarray(share, dtype=float)
+    alts = np.asarray(alternatives, dtype=float)[:, None]
+    logw = _log_weights(alts.shape[0], weights)
+    if xs.size == 0:
+        return np.zeros(0)
+    valid = (s > 0.0) & (s < 1.0) & (ks > 0)
+    s_safe = np.where(valid, s, 0.5)
+    p0 = share_prob(rho0, s_safe)[None, :]
+    p1 = share_prob(alts, s_safe[None, :])
+    contrib = xs * (np.log(p1) - np.log(p0)) + (ks - xs) * (np.log1p(-p1) - np.log1p(-p0))
+    contrib = np.where(valid[None, :], contrib, 0.0)
+    cum = np.cumsum(contrib, axis=1)
+    return np.asarray(logsumexp(cum + logw[:, None], axis=0), dtype=float)
+
+
+def conditional_log_e_final(
+    x: ArrayLike,
+    k: ArrayLike,
+    share: ArrayLike,
+    rho0: ArrayLike,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    greater: bool = True,
+) -> FloatArray:
+    """Final log e-value of :func:`conditional_log_e` for many null values ``rho0`` at once
+    (alternatives ``rho0 * m`` if ``greater`` else ``rho0 / m``, uniform weights). Used to
+    invert the test into a confidence set for rho."""
+    xs = np.asarray(x, dtype=float)
+    ks = np.asarray(k, dtype=float)
+    s = np.asarray(share, dtype=float)
+    valid = (s > 0.0) & (s < 1.0) & (ks > 0)
+    xs, ks, s = xs[valid], ks[valid], s[valid]
+    r0 = np.asarray(rho0, dtype=float)[:, None, None]
+    m = np.asarray(multipliers, dtype=float)[None, :, None]
+    r1 = r0 * m if greater else r0 / m
+    p0 = share_prob(r0, s[None, None, :])
+    p1 = share_prob(r1, s[None, None, :])
+    contrib = xs * (np.log(p1) - np.log(p0)) + (ks - xs) * (np.log1p(-p1) - np.log1p(-p0))
+    tot = contrib.sum(axis=2)
+    logw = _log_weights(len(multipliers), None)[None, :]
+    return logsumexp(tot + logw, axis=1)
+
+
+def odds_alternatives(p0: ArrayLike, multipliers: Sequence[float], greater: bool) -> FloatArray:
+    """Alternatives to a Bernoulli probability ``p0`` obtained by multiplying (``greater``) or
+    dividing its odds by each multiplier; shape ``(len(multipliers),) + p0.shape``."""
+    p = np.asarray(p0, dtype=float)
+    m = np.asarray(multipliers, dtype=float).reshape((-1,) + (1,) * p.ndim)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        odds = p / (1.0 - p)
+        odds1 = odds * m if greater else odds / m
+        return np.asarray(odds1 / (1.0 + odds1), dtype=float)
+
+
+def bernoulli_log_e(
+    x: ArrayLike,
+    n: ArrayLike,
+    p0: ArrayLike,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+    weights: Sequence[float] | None = None,
+    greater: bool = True,
+) -> FloatArray:
+    """Running log e-value of the one-sample mixture SPRT for a Bernoulli stream.
+
+    Step ``i`` holds ``x[i]`` successes in ``n[i]`` trials. ``p0`` is a scalar or a per-step
+    *predictable* null probability (fixed before the step's data). ``greater=True`` tests
+    "p <= p0" against odds-multiplied alternatives; ``greater=False`` tests "p >= p0".
+    The product of likelihood ratios of a single alternative p1 > p0 has conditional mean
+    ``p/p0 * p1 + (1-p)/(1-p0) * (1-p1) <= 1`` for every p <= p0, hence a supermartingale;
+    a fixed-weight mixture of supermartingales is one too.
+    """
+    xs = np.asarray(x, dtype=float)
+    ns = np.asarray(n, dtype=float)
+    if xs.size == 0:
+        return np.zeros(0)
+    p = np.broadcast_to(np.asarray(p0, dtype=float), xs.shape)
+    logw = _log_weights(len(multipliers), weights)
+    # A null probability of 0 or 1 cannot be tested on the side it sits on: p0 >= 1 (greater)
+    # or p0 <= 0 (not greater) means the null holds trivially; clamp the other extreme.
+    informative = (p < 1.0) if greater else (p > 0.0)
+    p_safe = np.clip(np.where(informative, p, 0.5), 1e-12, 1.0 - 1e-12)
+    p1 = odds_alternatives(p_safe, multipliers, greater)
+    contrib = xs * (np.log(p1) - np.log(p_safe)) + (ns - xs) * (np.log1p(-p1) - np.log1p(-p_safe))
+    contrib = np.where(informative[None, :], contrib, 0.0)
+    cum = np.cumsum(contrib, axis=1)
+    return np.asarray(logsumexp(cum + logw[:, None], axis=0), dtype=float)
+
+
+def betting_log_e(
+    z: ArrayLike,
+    bets: Sequence[float] = DEFAULT_BETS,
+    weights: Sequence[float] | None = None,
+) -> FloatArray:
+    """Running log e-value of a mixture of constant-bet capital processes ``prod (1 + c z_i)``.
+
+    Valid (a supermartingale) when ``E[z_i | past] <= 0`` and ``z_i >= -1``; each bet ``c`` must
+    lie in [0, 1). ``z`` may be 2-D (independent rows, steps along the last axis). Used on
+    bounded, batch-level statistics, which keeps the test valid whatever
+    the dependence *within* a batch.
+    """
+    zs = np.asarray(z, dtype=float)
+    if zs.shape[-1] == 0:
+        return np.zeros(zs.shape)
+    c = np.asarray(bets, dtype=float).reshape((-1,) + (1,) * zs.ndim)
+    if np.any(c < 0) or np.any(c >= 1):
+        raise ValueError("bets must lie in [0, 1)")
+    if np.any(zs < -1.0):
+        raise ValueError("betting statistics must be >= -1")
+    logw = _log_weights(c.shape[0], weights).reshape(c.shape)
+    cum = np.cumsum(np.log1p(c * zs[None, ...]), axis=-1)
+    return logsumexp(cum + logw, axis=0)
+
+
+def running_max(log_e: FloatArray) -> FloatArray:
+    """Running maximum (the statistic Ville's inequality controls), starting from log 1 = 0."""
+    if log_e.size == 0:
+        return log_e
+    return np.maximum.accumulate(np.maximum(log_e, 0.0))
+
+
+def bernoulli_ucb(
+    successes: ArrayLike,
+    trials: ArrayLike,
+    alpha: float,
+    prior: tuple[float, float] = (0.5, 0.5),
+    iterations: int = 60,
+) -> FloatArray:
+    """Anytime-valid upper confidence bound of a Bernoulli mean (Robbins' beta-binomial mixture).
+
+    ``E_n(p) = B(a+S, b+n-S) / B(a, b) / (p^S (1-p)^(n-S))`` is a martingale under mean p,
+    so ``{p : E_n(p) < 1/alpha}`` is a confidence sequence; the bound is its upper end, found by
+    bisection (``E_n`` increases in p above S/n). Trials of 0 give 1.
+    """
+    s = np.asarray(successes, dtype=float)
+    n = np.asarray(trials, dtype=float)
+    a, b = prior
+    log_mix = betaln(a + s, b + n - s) - betaln(a, b)
+    thr = np.log(1.0 / alpha)
+    lo = np.where(n > 0, s / np.where(n > 0, n, 1.0), 0.0)
+    hi = np.ones_like(lo)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            loglik = s * np.log(mid) + (n - s) * np.log1p(-mid)
+        inside = (log_mix - loglik) < thr
+        lo = np.where(inside, mid, lo)
+        hi = np.where(inside, hi, mid)
+    return np.asarray(np.where(n > 0, hi, 1.0), dtype=float)
+
+
+def quantile_ucb_rank(
+    n: ArrayLike,
+    q: float,
+    alpha: float,
+    multipliers: Sequence[float] = DEFAULT_MULTIPLIERS,
+) -> NDArray[np.int64]:
+    """Anytime-valid upper confidence bound for the q-quantile from n i.i.d. observations,
+    as a count ``l``: the ``l``-th largest observation is >= the q-quantile for all n
+    simultaneously with probability >= 1 - alpha. 0 means "no bound yet" (+infinity).
+
+    The count ``E_n`` of observations above the quantile is Binomial(n, 1-q) (continuous
+    distribution); the mixture SPRT of "p >= 1-q" against smaller alternatives is a martingale,
+    decreasing in ``E_n``; ``l_n`` is the smallest count at which it is still below 1/alpha, so
+    ``E_n >= l_n`` for every n outside an event of probability <= alpha.
+    """
+    ns = np.atleast_1d(np.asarray(n, dtype=np.int64))
+    p0 = 1.0 - q
+    p1 = odds_alternatives(np.asarray(p0), multipliers, greater=False).reshape(-1, 1)
+    logw = _log_weights(len(multipliers), None)[:, None]
+    thr = np.log(1.0 / alpha)
+    la, lb = np.log(p1 / p0), np.log1p(-p1) - np.log1p(-p0)
+
+    def loglr(e: NDArray[np.int64]) -> FloatArray:
+        val = e[None, :] * la + (ns - e)[None, :] * lb
+        return np.asarray(logsumexp(val + logw, axis=0), dtype=float)
+
+    # The answer lies in [0, ceil(n p0)]: at E >= n p0 every alternative's LR is <= 1.
+    lo = np.zeros_like(ns)
+    hi = np.minimum(np.ceil(ns * p0).astype(np.int64) + 1, ns)
+    zero_ok = loglr(lo) < thr
+    for _ in range(64):
+        if np.all(hi - lo <= 1):
+            break
+        mid = (lo + hi) // 2
+        below = loglr(mid) < thr
+        hi = np.where(below, mid, hi)
+        lo = np.where(below, lo, mid)
+    return np.asarray(np.where(zero_ok, 0, hi), dtype=np.int64)
+
+
+def log_threshold(alpha: float) -> float:
+    """log(1/alpha): Ville's threshold on the log scale."""
+    return float(np.log(1.0 / alpha))
