@@ -56,9 +56,9 @@ CASES = {
     "weight above 100": ("- setWeight: 20", "- setWeight: 120", "setWeight: 120"),
     "unknown field": ("startingStep: 2", "startingStepp: 2", "startingStepp"),
     "invalid condition": (
-        "successCondition: result >= 0.98",
-        "successCondition: result >= (0.98",
-        "result >= (0.98",
+        "successCondition: result.canary <= 0.01",
+        "successCondition: result.canary <= (0.01",
+        "result.canary <= (0.01",
     ),
     "missing template": (
         "- templateName: canary-step-check",

@@ -76,9 +76,10 @@ def test_examples_are_runnable_and_args_substituted() -> None:
     rollout = bundle.rollouts["shop"]
     assert rollout.background is not None and rollout.background.starting_step == 2
     metrics = resolve_analysis(bundle, rollout.background.analysis)
-    assert [m.name for m in metrics] == ["error-rate", "latency-p99"]
-    assert all(m.provider_config["window"] == "1m" for m in metrics)
-    assert metrics[1].provider_name == "coalmine/router"
+    assert [m.name for m in metrics] == ["judge", "error-rate"]
+    assert [m.provider_name for m in metrics] == ["coalmine/judge", "coalmine/router"]
+    assert metrics[1].provider_config["window"] == "1m", "{{args.window}} is substituted"
+    assert [m.dry_run for m in metrics] == [False, True]
 
 
 def test_rollout_args_override_template_defaults() -> None:

@@ -286,11 +286,10 @@ async def _drive(
     )
     if fault_onset is not None:
         result.verdict_at = next(
-            (
+            (  # the run verdict that acted, not a dry-run metric's opinion
                 d.at
                 for d in decisions
-                if d.at >= fault_onset
-                and d.kind in ("metric-failed", "metric-error", "analysis-failed", "analysis-error")
+                if d.at >= fault_onset and d.kind in ("analysis-failed", "analysis-error")
             ),
             None,
         )

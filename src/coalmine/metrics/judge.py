@@ -52,6 +52,8 @@ FETCH_LIMIT = 200_000
 
 
 def _typed(where: str, key: str, value: Any, kind: type) -> Any:
+    if key == "quantile" and value is None:
+        return None  # the whole latency distribution
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if kind is dict and isinstance(value, dict):
