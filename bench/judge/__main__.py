@@ -1,0 +1,5 @@
+"""``python -m bench.judge``: see bench/judge/harness.py."""
+
+from bench.judge.harness import main
+
+main()
