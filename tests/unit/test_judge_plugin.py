@@ -1,0 +1,102 @@
+"""The coalmine/judge plug-in's configuration and how its verdicts become measurements."""
+
+from __future__ import annotations
+
+import pytest
+
+from coalmine.analysis.judge import JudgeVerdict
+from coalmine.analysis.types import Phase
+from coalmine.metrics.judge import parse_judge_config, to_result
+from coalmine.spec.loader import load_text
+from coalmine.spec.resolve import check_runnable
+
+TEMPLATE = """\
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {{name: t}}
+spec:
+  metrics:
+    - name: judge
+      interval: 10s
+      provider:
+        plugin:
+          coalmine/judge:
+{body}
+"""
+
+
+def test_camel_case_fields_become_the_spec() -> None:
+    spec = parse_judge_config(
+        {
+            "alpha": 0.005,
+            "passScore": 80,
+            "earlyPass": True,
+            "groupWeights": {"errors": 2},
+            "metrics": [
+                {
+                    "name": "e",
+                    "kind": "ratio",
+                    "relativeTolerance": 2,
+                    "critical": True,
+                    "minSamples": 10,
+                    "noData": "fail",
+                },
+                {"name": "l", "kind": "latency", "quantile": None, "worse": "higher"},
+            ],
+        }
+    )
+    assert spec.alpha == 0.005 and spec.pass_score == 80 and spec.early_pass
+    assert spec.group_weights == {"errors": 2.0}
+    errors, latency = spec.metrics
+    assert (errors.relative_tolerance, errors.critical, errors.min_samples) == (2.0, True, 10)
+    assert errors.no_data == "fail"
+    assert latency.quantile is None
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"metrics": []}, "at least one metric"),
+        ({"metrics": [{"name": "e"}]}, "'kind' is required"),
+        (
+            {"metrics": [{"name": "e", "kind": "ratio", "relativeTolerence": 2}]},
+            "did you mean 'relativeTolerance'",
+        ),
+        ({"metrics": [{"name": "e", "kind": "median"}]}, "is not one of ratio, latency"),
+        ({"alpha": "low", "metrics": [{"name": "e", "kind": "ratio"}]}, "alpha: expected float"),
+        ({"metrics": [{"name": "e", "kind": "ratio"}, {"name": "e", "kind": "ratio"}]}, "unique"),
+    ],
+)
+def test_bad_configs_name_the_field(config: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        parse_judge_config(config)
+
+
+def test_validate_reports_a_bad_judge_config_with_file_and_line() -> None:
+    body = "            metrics:\n              - {name: e, kind: ratio, minSample: 5}"
+    bundle = load_text(TEMPLATE.format(body=body), file="t.yaml")
+    (problem,) = check_runnable(bundle)
+    assert (problem.file, problem.line) == ("t.yaml", 6)
+    assert "did you mean 'minSamples'" in problem.message
+
+
+def verdict(kind: str) -> JudgeVerdict:
+    return JudgeVerdict(verdict=kind, score=50.0, metrics=(), reason=f"because {kind}")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kind", "final", "phase"),
+    [
+        ("fail", False, Phase.FAILED),
+        ("pass", True, Phase.SUCCESSFUL),
+        ("marginal", True, Phase.INCONCLUSIVE),
+        ("continue", False, Phase.RUNNING),
+        ("no-data", False, Phase.RUNNING),
+        ("no-data", True, Phase.INCONCLUSIVE),
+    ],
+)
+def test_verdicts_become_measurement_phases(kind: str, final: bool, phase: Phase) -> None:
+    result = to_result(verdict(kind), final)
+    assert result.phase == phase
+    assert result.message == f"because {kind}" and result.value == 50.0
+    assert result.details["verdict"] == kind
