@@ -46,7 +46,8 @@ def test_schema_rejects_what_the_loader_rejects() -> None:
 
 def test_router_plugin_config_is_described() -> None:
     template = yaml.safe_load((EXAMPLES / "rollouts.yaml").read_text().split("---")[1])
-    router = template["spec"]["metrics"][0]["provider"]["plugin"]["coalmine/router"]
+    (metric,) = [m for m in template["spec"]["metrics"] if "coalmine/router" in str(m)]
+    router = metric["provider"]["plugin"]["coalmine/router"]
     router["query"] = "p99"
     assert len(errors("analysis-template", template)) == 1
 

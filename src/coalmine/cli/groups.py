@@ -12,6 +12,7 @@ GROUPS = (
     "coalmine.cli.receipts_cmds",
     "coalmine.cli.spec_cmds",
     "coalmine.cli.router_cmds",
+    "coalmine.cli.analyze_cmds",
 )
 
 

@@ -22,7 +22,7 @@ from coalmine.spec.loader import (
 from coalmine.spec.resolve import ROUTER_QUERIES, ROUTER_VERSIONS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-KINDS = ("rollout", "analysis-template", "config")
+KINDS = ("rollout", "analysis-template", "config", "replay-data")
 
 Schema = dict[str, Any]
 
@@ -329,10 +329,22 @@ def _config() -> Schema:
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    """The schema for ``rollout``, ``analysis-template`` or ``config``."""
-    builders = {"rollout": _rollout, "analysis-template": _analysis_template, "config": _config}
+    """The schema for ``rollout``, ``analysis-template``, ``config`` or ``replay-data``."""
+    builders = {
+        "rollout": _rollout,
+        "analysis-template": _analysis_template,
+        "config": _config,
+        "replay-data": _replay_data,
+    }
     if kind not in builders:
         from coalmine.errors import SpecError
 
         raise SpecError(f"unknown schema {kind!r}", hint="one of: " + ", ".join(KINDS))
     return builders[kind]()
+
+
+def _replay_data() -> Schema:
+    """One line of `coalmine analyze replay --data` (published with the package)."""
+    from coalmine.analysis.replay import data_schema
+
+    return data_schema()
