@@ -10,7 +10,7 @@ import aiohttp
 
 from coalmine.analysis.types import Phase
 from coalmine.metrics.base import MeasureContext
-from coalmine.metrics.judge import JudgeMetrics
+from coalmine.metrics.judge import JudgeMetrics, RouterRequests
 from coalmine.spec.model import Metric
 from coalmine.traffic.client import RouterClient
 
@@ -46,7 +46,8 @@ def test_errors_only_on_the_canary_fail_the_judge_and_fetching_is_incremental() 
 async def _errors_only_on_the_canary() -> None:
     async with rig() as r:
         client = RouterClient(r.admin)
-        provider = JudgeMetrics(client)
+        source = RouterRequests(client)
+        provider = JudgeMetrics(source)
         started = time.time() - 0.01
         context = MeasureContext(
             rollout="shop", service="shop", now=time.time(), run_started_at=started
@@ -61,7 +62,7 @@ async def _errors_only_on_the_canary() -> None:
         assert "error" in second.message
         (check,) = second.details["metrics"]
         assert check["n_canary"] == 55 and check["n_baseline"] == 200
-        seen = provider._seen[started]
+        seen = source._seen[started]
         assert len(seen) == 255, "each request fetched once"
         await client.aclose()
 
@@ -73,7 +74,8 @@ def test_an_idle_canary_is_never_a_pass() -> None:
 async def _idle_canary() -> None:
     async with rig() as r:
         client = RouterClient(r.admin)
-        provider = JudgeMetrics(client)
+        source = RouterRequests(client)
+        provider = JudgeMetrics(source)
         await send(r.url, "stable", "/", 50)
         context = MeasureContext(
             rollout="shop",

@@ -241,17 +241,17 @@ def test_the_judge_replays_with_every_request_since_the_run_started() -> None:
 
 
 def test_judge_replay_sees_only_data_since_the_run_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    from coalmine.analysis import judge as judge_pkg
+    from coalmine.metrics import judge as judge_plugin
 
     seen: list[tuple[float, float, int, bool]] = []
-    real = judge_pkg.judge
+    real = judge_plugin.judge
 
     def spy(spec: Any, data: Any, final_look: bool = False) -> Any:
         times = [r.t for r in data.requests] or [float("nan")]
         seen.append((min(times), max(times), len(data.requests), final_look))
         return real(spec, data, final_look=final_look)
 
-    monkeypatch.setattr(judge_pkg, "judge", spy)
+    monkeypatch.setattr(judge_plugin, "judge", spy)
     config = {"metrics": [{"name": "errors", "kind": "ratio", "relativeTolerance": 2}]}
     metric = Metric(
         name="judge", provider={"plugin": {"coalmine/judge": config}}, interval=30.0, count=3

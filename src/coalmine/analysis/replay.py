@@ -525,10 +525,10 @@ class SampleReplay:
         )
 
 
-class JudgeReplay:
-    """``coalmine/judge`` on recorded data: each look judges every request and sample with
-    ``run_started_at < t <= now`` (as the live plug-in asks the router for records since the run
-    started), with ``final_look`` as live."""
+class RecordedJudgeData:
+    """The ``coalmine/judge`` data source in a backtest: every recorded request and sample
+    with ``since < t <= now``, as the live plug-in gets the router's records since the run
+    started."""
 
     def __init__(self, data: ReplayData) -> None:
         from coalmine.analysis.judge import Request, Sample
@@ -543,26 +543,16 @@ class JudgeReplay:
         self._request_times = [r.t for r in data.requests]
         self._sample_times = [s.t for s in data.samples]
 
-    async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult:
-        from coalmine.analysis.judge import JudgeData, judge
-        from coalmine.metrics.judge import parse_judge_config, to_result
-
-        try:
-            spec = parse_judge_config(metric.provider_config)
-        except ValueError as err:
-            return ProviderResult(phase=Phase.ERROR, message=str(err))
-        since = context.run_started_at if context.run_started_at is not None else context.now
+    async def __call__(self, since: float, now: float) -> Any:
+        from coalmine.analysis.judge import JudgeData
 
         def visible(items: list[Any], times: list[float]) -> tuple[Any, ...]:
-            lo, hi = bisect_right(times, since), bisect_right(times, context.now)
-            return tuple(items[lo:hi])  # since < t <= now
+            return tuple(items[bisect_right(times, since) : bisect_right(times, now)])
 
-        data = JudgeData(
+        return JudgeData(
             visible(self._requests, self._request_times),
             visible(self._samples, self._sample_times),
         )
-        verdict = judge(spec, data, final_look=context.final_look)
-        return to_result(verdict, context.final_look)
 
 
 ReplayProviderFactory = Callable[[ReplayData, SimulatedClock], MetricProvider]
@@ -575,7 +565,9 @@ def _router_provider(data: ReplayData, clock: SimulatedClock) -> MetricProvider:
 
 
 def _judge_provider(data: ReplayData, clock: SimulatedClock) -> MetricProvider:
-    return JudgeReplay(data)
+    from coalmine.metrics.judge import JudgeMetrics
+
+    return JudgeMetrics(RecordedJudgeData(data))
 
 
 # Provider name -> how to build its replay implementation (one per replay, shared by metrics).

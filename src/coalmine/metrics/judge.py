@@ -8,7 +8,7 @@ no data → a look without a decision until the final look, where it is Inconclu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from coalmine.analysis.judge import JudgeData, JudgeMetric, JudgeSpec, Request, judge
@@ -49,6 +49,8 @@ CHOICES = {
     "baseline": ("stable",),
 }
 FETCH_LIMIT = 200_000
+
+DataSource = Callable[[float, float], Awaitable[JudgeData]]  # (since, now) -> data
 
 
 def _typed(where: str, key: str, value: Any, kind: type) -> Any:
@@ -106,12 +108,11 @@ def parse_judge_config(config: dict[str, Any]) -> JudgeSpec:
 
 
 class JudgeMetrics:
-    """One per rollout: keeps the requests fetched for the current analysis runs, so each
-    look only asks the router for what is new."""
+    """Judges the data its source returns for ``(since, now)``: the live router's records, or
+    recorded data in a backtest, so both take the same path."""
 
-    def __init__(self, router: RouterClient) -> None:
-        self.router = router
-        self._seen: dict[float, list[Request]] = {}
+    def __init__(self, source: DataSource) -> None:
+        self.source = source
 
     async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult:
         try:
@@ -120,13 +121,22 @@ class JudgeMetrics:
             return ProviderResult(phase=Phase.ERROR, message=str(err))
         since = context.run_started_at if context.run_started_at is not None else context.now
         try:
-            requests = await self._requests(since)
+            data = await self.source(since, context.now)
         except CoalmineError as err:
             return ProviderResult(phase=Phase.ERROR, message=err.one_line())
-        verdict = judge(spec, JudgeData(requests=tuple(requests)), final_look=context.final_look)
+        verdict = judge(spec, data, final_look=context.final_look)
         return to_result(verdict, context.final_look)
 
-    async def _requests(self, since: float) -> list[Request]:
+
+class RouterRequests:
+    """The router's records since a run started, fetched incrementally: each look only asks
+    for what is new. One per rollout."""
+
+    def __init__(self, router: RouterClient) -> None:
+        self.router = router
+        self._seen: dict[float, list[Request]] = {}
+
+    async def __call__(self, since: float, now: float) -> JudgeData:
         seen = self._seen.setdefault(since, [])
         for key in [k for k in self._seen if k != since]:
             del self._seen[key]  # an older run: its data is no longer needed
@@ -143,7 +153,7 @@ class JudgeMetrics:
                 for r in batch
             )
             if len(batch) < FETCH_LIMIT:
-                return seen
+                return JudgeData(requests=tuple(seen))
             last = seen[-1].t
 
 

@@ -36,9 +36,9 @@ class Providers:
             "web": web or WebMetrics(),
         }
         if isinstance(router, RouterClient):
-            from coalmine.metrics.judge import JudgeMetrics
+            from coalmine.metrics.judge import JudgeMetrics, RouterRequests
 
-            self._by_name["coalmine/judge"] = JudgeMetrics(router)
+            self._by_name["coalmine/judge"] = JudgeMetrics(RouterRequests(router))
 
     def for_metric(self, metric: Metric) -> MetricProvider:
         return self._by_name.get(metric.provider_name, _Unsupported())
