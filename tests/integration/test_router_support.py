@@ -83,6 +83,7 @@ def service_config(
     *,
     tenancy: Tenancy | None = None,
     state_file: str | None = None,
+    baseline_url: str | None = None,
     **router: Any,
 ) -> ServiceConfig:
     settings = replace(
@@ -94,6 +95,7 @@ def service_config(
         canary=Upstream(canary_url, "v2"),
         tenancy=tenancy or Tenancy(header="X-Tenant", cookie="tenant", test_tenants=("tester",)),
         router=settings,
+        baseline=Upstream(baseline_url, "v1") if baseline_url else None,
     )
 
 
@@ -102,6 +104,7 @@ class Rig:
     stable: Upstream_
     canary: Upstream_
     router: RouterServer
+    baseline: Upstream_ | None = None
 
     @property
     def url(self) -> str:
@@ -113,19 +116,25 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(**kwargs: Any) -> AsyncIterator[Rig]:
-    """Two real upstreams and a router in front of them."""
+async def rig(*, baseline: bool = False, **kwargs: Any) -> AsyncIterator[Rig]:
+    """Two real upstreams (three with ``baseline``) and a router in front of them. Each
+    upstream answers its own name, so a body says who served it."""
     stable, canary = Upstream_("stable"), Upstream_("canary")
-    await stable.start()
-    await canary.start()
+    third = Upstream_("baseline") if baseline else None
+    for upstream in (stable, canary, third):
+        if upstream is not None:
+            await upstream.start()
+    if third is not None:
+        kwargs["baseline_url"] = third.url
     router = RouterServer(service_config(stable.url, canary.url, **kwargs))
     await router.start()
     try:
-        yield Rig(stable, canary, router)
+        yield Rig(stable, canary, router, third)
     finally:
         await router.stop()
-        await stable.stop()
-        await canary.stop()
+        for upstream in (stable, canary, third):
+            if upstream is not None:
+                await upstream.stop()
 
 
 def dumps(data: Any) -> str:

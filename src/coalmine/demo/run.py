@@ -102,8 +102,12 @@ def write_config(
     stable_port: int,
     canary_port: int,
     versions: tuple[str, str] = ("v1.2.2", "v1.2.3"),
+    *,
+    baseline_port: int | None = None,
 ) -> Path:
-    config = {
+    """The demo's coalmine.yaml; with ``baseline_port``, the service also has a baseline cohort
+    (the stable version, freshly started) on that port."""
+    config: dict[str, Any] = {
         "defaultEnvironment": "demo",
         "environments": {
             "demo": {
@@ -130,6 +134,9 @@ def write_config(
             }
         },
     }
+    if baseline_port is not None:
+        service = config["environments"]["demo"]["services"][SERVICE]
+        service["baseline"] = {"url": f"http://127.0.0.1:{baseline_port}", "version": versions[0]}
     path = workdir / "coalmine.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -152,18 +159,27 @@ class Services:
     config: Path
     environment: Any
     canary_port: int
+    baseline_port: int | None = None
 
 
 def start_services(
-    group: ProcessGroup, workdir: Path, versions: tuple[str, str] = ("v1.2.2", "v1.2.3")
+    group: ProcessGroup,
+    workdir: Path,
+    versions: tuple[str, str] = ("v1.2.2", "v1.2.3"),
+    *,
+    baseline: bool = False,
 ) -> Services:
     """Start the stable and canary sample services and the router in front of them, and
-    write the demo's coalmine.yaml; returns when all three answer."""
+    write the demo's coalmine.yaml; returns when all of them answer. ``baseline``: also start
+    a second copy of the stable version as the router's baseline cohort."""
     from coalmine.spec.config import load_config
 
     py = sys.executable
     ports = {}
-    for version, name in zip(versions, ("stable", "canary"), strict=True):
+    cohorts = [(versions[0], "stable"), (versions[1], "canary")]
+    if baseline:
+        cohorts.append((versions[0], "baseline"))
+    for version, name in cohorts:
         port_file = workdir / f"{name}.port"
         argv = [
             py,
@@ -177,7 +193,9 @@ def start_services(
             str(port_file),
         ]
         ports[name] = group.start(name, argv).wait_port_file(port_file, timeout=15)
-    config_path = write_config(workdir, ports["stable"], ports["canary"], versions)
+    config_path = write_config(
+        workdir, ports["stable"], ports["canary"], versions, baseline_port=ports.get("baseline")
+    )
     environment = load_config(config_path).environment("demo")
     router_settings = environment.services[SERVICE].router
     router = group.start(
@@ -198,7 +216,7 @@ def start_services(
     )
     wait_http_ok(f"http://{router_settings.admin}/healthz", timeout=15, child=router)
     wait_http_ok(f"http://{router_settings.listen}/healthz", timeout=15, child=router)
-    return Services(config_path, environment, ports["canary"])
+    return Services(config_path, environment, ports["canary"], ports.get("baseline"))
 
 
 def _run(options: DemoOptions, workdir: Path, group: ProcessGroup) -> DemoResult:

@@ -4,17 +4,34 @@ Each look hands the judge every request the router saw since the analysis run st
 (fetched incrementally), and maps its verdict to a measurement: fail → Failed, pass →
 Successful, marginal → Inconclusive (a human decides), continue → a look without a decision,
 no data → a look without a decision until the final look, where it is Inconclusive.
+
+Gauge metrics (``kind: gauge`` with a PromQL ``query`` holding ``{{version}}``) come from the
+Prometheus named by the config's ``prometheus`` block: ``PrometheusGauges`` range-queries each
+version from the start of the run, and ``LiveJudgeMetrics`` joins them to the router's requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from coalmine.analysis.judge import JudgeData, JudgeMetric, JudgeSpec, Request, judge
+from coalmine.analysis.judge.model import BASELINE, CANARY, Sample
 from coalmine.analysis.types import Phase, ProviderResult
-from coalmine.errors import CoalmineError
+from coalmine.errors import CoalmineError, SpecError
 from coalmine.metrics.base import MeasureContext
+from coalmine.metrics.prometheus import (
+    MAX_POINTS,
+    PrometheusConfig,
+    PrometheusError,
+    PrometheusMetrics,
+    scrub,
+)
+from coalmine.metrics.prometheus import parse_config as parse_prometheus_config
 from coalmine.spec.model import Metric
 from coalmine.traffic.client import RouterClient
 
@@ -24,6 +41,8 @@ SPEC_FIELDS = {
     "marginalScore": ("marginal_score", float),
     "earlyPass": ("early_pass", bool),
     "groupWeights": ("group_weights", dict),
+    "gaugeBucketSeconds": ("gauge_bucket_seconds", float),
+    "prometheus": (None, object),  # checked by gauge_sources
     "baseline": (None, str),
     "metrics": (None, list),
 }
@@ -41,9 +60,10 @@ METRIC_FIELDS = {
     "minSamples": ("min_samples", int),
     "noData": ("no_data", str),
     "dryRun": ("dry_run", bool),
+    "query": (None, str),  # gauge metrics only: checked by gauge_sources
 }
 CHOICES = {
-    "kind": ("ratio", "latency"),
+    "kind": ("ratio", "latency", "gauge"),
     "worse": ("higher", "lower"),
     "noData": ("inconclusive", "fail", "ignore"),
     "baseline": ("stable",),
@@ -104,7 +124,11 @@ def parse_judge_config(config: dict[str, Any]) -> JudgeSpec:
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
         raise ValueError(f"{where}.metrics: metric names must be unique")
-    return JudgeSpec(metrics=tuple(metrics), **spec)
+    gauge_sources(config, check_only=True)
+    try:
+        return JudgeSpec(metrics=tuple(metrics), **spec)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
 
 
 class JudgeMetrics:
@@ -143,18 +167,30 @@ class RouterRequests:
         last = seen[-1].t if seen else since
         while True:
             batch = await self.router.records(last, FETCH_LIMIT)
+            # ``seen`` keeps the router's own version names (stable, canary, baseline); they
+            # are mapped to the judge's two sides below, on every look.
             seen.extend(
-                Request(
-                    r["t"],
-                    "canary" if r["version"] == "canary" else "baseline",
-                    float(r["latency_ms"]),
-                    int(r["status"]),
-                )
+                Request(r["t"], r["version"], float(r["latency_ms"]), int(r["status"]))
                 for r in batch
             )
             if len(batch) < FETCH_LIMIT:
-                return JudgeData(requests=tuple(seen))
+                break
             last = seen[-1].t
+        # The judge compares "canary" with "baseline". A router with a baseline cohort (a fresh
+        # copy of stable with the canary's share of tenants) tags those records "baseline":
+        # then they alone are the judge's baseline and the long-running stable's records are
+        # left out, so the canary is compared with an equally young, equally loaded cohort.
+        # Without one (no "baseline" record yet), stable is the baseline as before.
+        cohort = any(r.version == "baseline" for r in seen)
+        return JudgeData(
+            requests=tuple(
+                r
+                if r.version in ("canary", "baseline")
+                else Request(r.t, "baseline", r.latency_ms, r.status)
+                for r in seen
+                if not (cohort and r.version == "stable")
+            )
+        )
 
 
 def to_result(verdict: Any, final_look: bool) -> ProviderResult:
@@ -169,3 +205,214 @@ def to_result(verdict: Any, final_look: bool) -> ProviderResult:
     return ProviderResult(
         value=verdict.score, phase=phase, message=verdict.reason, details=verdict.to_dict()
     )
+
+
+# --------------------------------------------------------------------------- gauges
+
+
+GAUGE_VERSIONS = (("canary", CANARY), ("stable", BASELINE))  # label value -> judge side
+_VERSION_PLACEHOLDER = re.compile(r"\{\{\s*version\s*\}\}")
+PROMETHEUS_BLOCK_ONLY = ("query", "rangeQuery")  # per gauge metric, not in the shared block
+
+
+class GaugeSourceError(CoalmineError):
+    """A gauge could not be read from Prometheus; the message holds no credentials."""
+
+
+@dataclass(frozen=True)
+class GaugeQuery:
+    metric: str
+    query: str  # PromQL with the ``{{version}}`` placeholder
+
+    def for_version(self, version: str) -> str:
+        return _VERSION_PLACEHOLDER.sub(version, self.query)
+
+
+def gauge_sources(
+    config: dict[str, Any], check_only: bool = False
+) -> tuple[tuple[GaugeQuery, ...], PrometheusConfig | None]:
+    """The gauge metrics' queries and the shared ``prometheus`` block of a judge config.
+
+    ValueError names the bad field. With ``check_only`` the block's values that still hold
+    ``{{args.x}}`` are not checked and no PrometheusConfig is returned."""
+    where = "coalmine/judge"
+    queries: list[GaugeQuery] = []
+    for i, raw in enumerate(config.get("metrics") or []):
+        if not isinstance(raw, dict):
+            continue
+        at = f"{where}.metrics[{i}]"
+        query = raw.get("query")
+        if raw.get("kind") != "gauge":
+            if query is not None:
+                raise ValueError(
+                    f"{at}.query: only gauge metrics have a query "
+                    "(ratio and latency come from the router's requests)"
+                )
+            continue
+        if not isinstance(query, str) or not query.strip():
+            raise ValueError(
+                f"{at}.query: a gauge metric needs a PromQL query with {{{{version}}}}, e.g. "
+                'avg(rate(process_cpu_seconds_total{version="{{version}}"}[1m]))'
+            )
+        if not _VERSION_PLACEHOLDER.search(query):
+            raise ValueError(
+                f"{at}.query: the query must contain {{{{version}}}}, replaced by canary and "
+                "stable in turn (one query per version)"
+            )
+        queries.append(GaugeQuery(str(raw.get("name")), query))
+    block = config.get("prometheus")
+    if block is None:
+        if queries:
+            raise ValueError(
+                f"{where}.prometheus: gauge metrics need a prometheus block, "
+                "e.g. prometheus: {address: http://127.0.0.1:9090}"
+            )
+        return (), None
+    if not isinstance(block, dict):
+        raise ValueError(f"{where}.prometheus: expected a mapping such as {{address: ...}}")
+    for key in PROMETHEUS_BLOCK_ONLY:
+        if key in block:
+            raise ValueError(
+                f"{where}.prometheus.{key}: not allowed here; each gauge metric has its own query"
+            )
+    try:
+        parsed = parse_prometheus_config({**block, "query": "vector(0)"}, check_only=check_only)
+    except SpecError as err:
+        path = f"{where}.prometheus" + (f".{err.field}" if err.field else "")
+        hint = f" ({err.hint})" if err.hint else ""
+        raise ValueError(f"{path}: {err.message}{hint}") from None
+    return tuple(queries), parsed
+
+
+class PrometheusGauges:
+    """Gauge samples from Prometheus: for each gauge metric, a range query per version from
+    ``since`` to ``now`` at a step of the judge's ``gauge_bucket_seconds``. Each point of each
+    series is a Sample (several series of one version all count: aggregate in the query to get
+    one). NaN and infinite points are left out; no series means no samples."""
+
+    def __init__(
+        self,
+        prometheus: PrometheusConfig,
+        queries: tuple[GaugeQuery, ...],
+        step: float,
+        client: PrometheusMetrics | None = None,
+    ) -> None:
+        if step <= 0:
+            raise ValueError("the step must be > 0")
+        self.prometheus = prometheus
+        self.queries = queries
+        self.step = step
+        self.client = client or PrometheusMetrics()
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], client: PrometheusMetrics | None = None
+    ) -> PrometheusGauges | None:
+        """The source a judge config asks for; None without gauge metrics. ValueError."""
+        spec = parse_judge_config(config)
+        queries, prometheus = gauge_sources(config)
+        if not queries or prometheus is None:
+            return None
+        return cls(prometheus, queries, spec.gauge_bucket_seconds, client)
+
+    def windows(self, since: float, now: float) -> list[tuple[float, float]]:
+        """``[since, now]`` cut into range queries of at most MAX_POINTS steps each, on the
+        grid ``since + k * step`` (so both versions' points share timestamps)."""
+        out: list[tuple[float, float]] = []
+        end = max(now, since)
+        per_query = (MAX_POINTS - 1) * self.step
+        start = since
+        while start <= end:
+            stop = min(end, start + per_query)
+            out.append((start, stop))
+            start = stop + self.step
+        return out
+
+    async def __call__(self, since: float, now: float) -> JudgeData:
+        jobs = [
+            (gauge, label, side, start, stop)
+            for gauge in self.queries
+            for label, side in GAUGE_VERSIONS
+            for start, stop in self.windows(since, now)
+        ]
+        answers = await asyncio.gather(
+            *(self._range(g.for_version(label), a, b) for g, label, _, a, b in jobs),
+            return_exceptions=True,
+        )
+        samples: list[Sample] = []
+        for (gauge, label, side, _, _), answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, PrometheusError):
+                message = scrub(str(answer), self.prometheus.secrets)
+                raise GaugeSourceError(f"gauge {gauge.metric!r} ({label}): {message}")
+            if isinstance(answer, BaseException):
+                raise answer
+            samples.extend(_points(answer, gauge.metric, side))
+        return JudgeData(samples=tuple(samples))
+
+    async def _range(self, query: str, start: float, stop: float) -> dict[str, Any]:
+        config = replace(self.prometheus, query=query)
+        form = {
+            "query": query,
+            "start": f"{start:.3f}",
+            "end": f"{stop:.3f}",
+            "step": f"{self.step:.3f}",
+        }
+        data, _ = await self.client._call(config, "/api/v1/query_range", form)  # shared client
+        return data
+
+
+def _points(data: dict[str, Any], metric: str, side: str) -> list[Sample]:
+    kind = data.get("resultType")
+    if kind != "matrix":
+        raise GaugeSourceError(
+            f"gauge {metric!r}: a range query answered a {kind!r} instead of a matrix"
+        )
+    out: list[Sample] = []
+    try:
+        for series in data.get("result") or []:
+            for t, raw in series.get("values") or []:
+                value = float(raw)
+                if math.isfinite(value):
+                    out.append(Sample(float(t), side, metric, value))
+    except (TypeError, ValueError, AttributeError) as err:
+        raise GaugeSourceError(f"gauge {metric!r}: cannot read Prometheus' answer: {err}") from None
+    return out
+
+
+class CombinedSource:
+    """The router's requests and the gauges' samples, fetched concurrently, as one JudgeData."""
+
+    def __init__(self, requests: DataSource, gauges: DataSource) -> None:
+        self.requests = requests
+        self.gauges = gauges
+
+    async def __call__(self, since: float, now: float) -> JudgeData:
+        first, second = await asyncio.gather(self.requests(since, now), self.gauges(since, now))
+        return JudgeData(
+            requests=first.requests + second.requests, samples=first.samples + second.samples
+        )
+
+
+class LiveJudgeMetrics:
+    """The live ``coalmine/judge``: the router's requests, plus Prometheus gauges when the
+    metric's config has gauge metrics (only the gauges when it has nothing else)."""
+
+    def __init__(self, requests: DataSource, prometheus: PrometheusMetrics | None = None) -> None:
+        self.requests = requests
+        self.prometheus = prometheus or PrometheusMetrics()
+
+    def source_for(self, config: dict[str, Any]) -> DataSource:
+        try:
+            gauges = PrometheusGauges.from_config(config, self.prometheus)
+        except ValueError:
+            return self.requests  # JudgeMetrics reports the configuration error
+        if gauges is None:
+            return self.requests
+        kinds = {m.get("kind") for m in config.get("metrics") or [] if isinstance(m, dict)}
+        if kinds == {"gauge"}:
+            return gauges
+        return CombinedSource(self.requests, gauges)
+
+    async def measure(self, metric: Metric, context: MeasureContext) -> ProviderResult:
+        source = self.source_for(metric.provider_config)
+        return await JudgeMetrics(source).measure(metric, context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from coalmine.analysis.types import Phase, ProviderResult
 from coalmine.metrics.base import MeasureContext, MetricProvider
+from coalmine.metrics.probe import ProbeMetrics, ProbeResults
 from coalmine.metrics.prometheus import PrometheusMetrics
 from coalmine.metrics.router import RouterMetrics
 from coalmine.metrics.web import WebMetrics
@@ -29,16 +30,21 @@ class Providers:
         *,
         prometheus: MetricProvider | None = None,
         web: MetricProvider | None = None,
+        probes: ProbeResults | None = None,
     ) -> None:
         self._by_name: dict[str, MetricProvider] = {
             "coalmine/router": RouterMetrics(router),
             "prometheus": prometheus or PrometheusMetrics(),
             "web": web or WebMetrics(),
+            "coalmine/probe": ProbeMetrics(probes),
         }
         if isinstance(router, RouterClient):
-            from coalmine.metrics.judge import JudgeMetrics, RouterRequests
+            from coalmine.metrics.judge import LiveJudgeMetrics, RouterRequests
 
-            self._by_name["coalmine/judge"] = JudgeMetrics(RouterRequests(router))
+            # Requests from the router; gauge metrics from Prometheus, through the same client
+            # as the prometheus provider (so an injected transport serves both).
+            client = prometheus if isinstance(prometheus, PrometheusMetrics) else None
+            self._by_name["coalmine/judge"] = LiveJudgeMetrics(RouterRequests(router), client)
 
     def for_metric(self, metric: Metric) -> MetricProvider:
         return self._by_name.get(metric.provider_name, _Unsupported())

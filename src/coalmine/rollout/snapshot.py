@@ -22,6 +22,8 @@ def service_from_dict(data: dict[str, Any]) -> ServiceConfig:
         canary=Upstream(**data["canary"]),
         tenancy=Tenancy(**tenancy),
         router=RouterSettings(**data.get("router", {})),
+        # older snapshots have no baseline key; asdict() writes None when there is none
+        baseline=Upstream(**data["baseline"]) if data.get("baseline") else None,
     )
 
 

@@ -122,15 +122,28 @@ def _absolute_sqlite(url: str, base: Path) -> str:
 
 
 def _service(cur: Cursor, base: Path) -> ServiceConfig:
-    cur.check_fields(("stable", "canary", "tenancy", "router"))
+    cur.check_fields(("stable", "canary", "baseline", "tenancy", "router"))
     tenancy = cur.get("tenancy")
     router = cur.get("router")
+    stable = _upstream(cur.require("stable", "add stable: {url: http://127.0.0.1:9001}"))
+    canary = _upstream(cur.require("canary", "add canary: {url: http://127.0.0.1:9002}"))
+    baseline_cur = cur.get("baseline")
+    baseline = None
+    if baseline_cur is not None:
+        baseline = _upstream(baseline_cur)
+        for name, other in (("stable", stable), ("canary", canary)):
+            if baseline.url == other.url:
+                baseline_cur.require("url").fail(
+                    f"the baseline must not share the {name}'s URL {other.url!r}",
+                    "the baseline is a separate, freshly started copy of the stable version",
+                )
     return ServiceConfig(
         name=cur.key,
-        stable=_upstream(cur.require("stable", "add stable: {url: http://127.0.0.1:9001}")),
-        canary=_upstream(cur.require("canary", "add canary: {url: http://127.0.0.1:9002}")),
+        stable=stable,
+        canary=canary,
         tenancy=_tenancy(tenancy) if tenancy is not None else Tenancy(),
         router=_router(router, base) if router is not None else RouterSettings(),
+        baseline=baseline,
     )
 
 

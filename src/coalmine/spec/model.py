@@ -210,6 +210,9 @@ class ServiceConfig:
     canary: Upstream
     tenancy: Tenancy = Tenancy()
     router: RouterSettings = RouterSettings()
+    # A fresh copy of the stable version that gets the same share of tenants as the canary, so
+    # the canary is judged against an equally young, equally loaded cohort (Kayenta's practice).
+    baseline: Upstream | None = None
 
 
 @dataclass(frozen=True)

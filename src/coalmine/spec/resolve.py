@@ -22,9 +22,9 @@ from coalmine.spec.yamlpos import DURATION_HINT, closest
 
 # What the controller can measure with today; the rest of Argo's providers load but do not run.
 SUPPORTED_PROVIDERS: tuple[str, ...] = ("prometheus", "web")
-SUPPORTED_PLUGINS = ("coalmine/router", "coalmine/judge")
+SUPPORTED_PLUGINS = ("coalmine/router", "coalmine/judge", "coalmine/probe")
 ROUTER_QUERIES = ("error-rate", "availability", "latency", "request-rate", "requests")
-ROUTER_VERSIONS = ("stable", "canary")
+ROUTER_VERSIONS = ("stable", "canary", "baseline")  # baseline: needs a baseline cohort
 ROUTER_KEYS = ("query", "version", "quantile", "window", "minRequests")
 
 
@@ -309,6 +309,19 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
                 f"{field}.plugin.coalmine/judge",
                 "see docs/judge.md for the judge's fields",
             ) from None
+    elif name == "coalmine/probe":
+        from coalmine.metrics.probe import parse_probe_config
+
+        try:
+            parse_probe_config(metric.provider_config, check_only=True)
+        except ValueError as err:
+            at = getattr(err, "field", "")
+            raise _error(
+                str(err),
+                metric.location,
+                f"{field}.plugin.coalmine/probe" + (f".{at}" if at else ""),
+                "see docs/providers.md for the probe plug-in's fields",
+            ) from None
 
 
 def check_http_provider_config(
@@ -357,7 +370,9 @@ def check_router_config(
     if "query" in config and query not in ROUTER_QUERIES:
         raise fail("query", f"unknown query {query!r}", queries)
     if "version" in config and config["version"] not in ROUTER_VERSIONS:
-        raise fail("version", f"invalid version {config['version']!r}", "use stable or canary")
+        raise fail(
+            "version", f"invalid version {config['version']!r}", "use stable, canary or baseline"
+        )
     if "quantile" in config:
         if query not in (None, "latency"):
             raise fail("quantile", "quantile applies only to query: latency")

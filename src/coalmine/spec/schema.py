@@ -284,6 +284,11 @@ def _config() -> Schema:
         {
             "stable": upstream,
             "canary": upstream,
+            "baseline": {
+                **upstream,
+                "description": "optional: a fresh copy of the stable version that gets the "
+                "same share of tenants as the canary, to judge the canary against",
+            },
             "tenancy": _obj(
                 {
                     "header": {**nullable, "description": "default X-Tenant; null disables"},

@@ -2,7 +2,8 @@
 
 Rules, first match wins:
 
-1. ``override``: the override header says ``stable`` or ``canary`` (probes pin themselves);
+1. ``override``: the override header says ``stable`` or ``canary`` (probes pin themselves), or
+   ``baseline`` when the service has a baseline cohort;
 2. ``header-route``: every match rule of some header route matches -> canary;
 3. ``test-tenant``: the tenant is a test tenant and the canary is exposed at all
    (weight above zero or any header route) -> canary;
@@ -10,6 +11,11 @@ Rules, first match wins:
    hashes to a bucket in ``0..9999``; the canary gets the buckets below ``weight * 100``. The
    weight is therefore a share of tenants, and a tenant on the canary at weight ``w`` stays there
    at every weight above ``w``.
+
+With a baseline cohort (a fresh copy of the stable version), rule 4 also gives the baseline the
+next slice of the same size, buckets ``[w * 100, 2 * w * 100)`` capped at ``BUCKETS``: its share
+is ``min(w, 100 - w)``. The canary's buckets are exactly those without a baseline, so its
+stickiness is unchanged. Rules 2 and 3 only ever choose the canary; weight 0 empties both.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from coalmine.traffic.base import Routing
 
 BUCKETS = 10_000
 VERSIONS = ("stable", "canary")
+BASELINE = "baseline"  # the optional third cohort: stable's code, canary's share
 
 
 @dataclass(frozen=True)
@@ -124,14 +131,17 @@ def choose_version(
     cookies: Mapping[str, str],
     client_id: str,
     override_header: str,
+    *,
+    baseline: bool = False,
 ) -> tuple[str, str]:
-    """``("stable" | "canary", reason)`` with reason override, header-route, test-tenant or
-    weight. ``headers`` is looked up case-insensitively."""
+    """``("stable" | "canary" | "baseline", reason)`` with reason override, header-route,
+    test-tenant or weight. ``baseline``: the service has a baseline cohort (otherwise
+    ``"baseline"`` is never chosen). ``headers`` is looked up case-insensitively."""
     headers = _case_insensitive(headers)
     pinned = headers.get(override_header)
     if pinned is not None:
         pinned = pinned.strip().lower()
-        if pinned in VERSIONS:
+        if pinned in VERSIONS or (baseline and pinned == BASELINE):
             return pinned, "override"
     routes = _compiled(routing)
     for rules in routes:
@@ -149,4 +159,10 @@ def choose_version(
         return "stable", "weight"
     if weight >= 100:
         return "canary", "weight"
-    return ("canary" if bucket(key) < weight * (BUCKETS // 100) else "stable"), "weight"
+    slice_size = weight * (BUCKETS // 100)
+    b = bucket(key)
+    if b < slice_size:
+        return "canary", "weight"
+    if baseline and b < 2 * slice_size:  # past BUCKETS for w > 50: the baseline gets the rest
+        return BASELINE, "weight"
+    return "stable", "weight"

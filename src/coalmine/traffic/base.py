@@ -59,7 +59,7 @@ class VersionStats:
 @dataclass(frozen=True)
 class Stats:
     window_s: float
-    versions: dict[str, VersionStats]  # "stable", "canary"
+    versions: dict[str, VersionStats]  # "stable", "canary", and "baseline" when configured
 
 
 class TrafficRouter(Protocol):

@@ -1,5 +1,8 @@
 """The embedded router: an aiohttp reverse proxy for users' traffic plus a loopback admin app.
 
+Upstreams: stable and canary, plus the optional baseline (``ServiceConfig.baseline``), a fresh
+copy of stable that gets the same share of tenants as the canary.
+
 The routing document lives in one attribute that is replaced, never mutated: every request reads
 it once, so a weight change is atomic and a rollback is one flip. Latency is measured from the
 request's arrival to the end of the response body (what the user waited for). Upstream failures
@@ -30,7 +33,7 @@ from yarl import URL
 
 from coalmine.errors import RouterError
 from coalmine.spec.model import HeaderMatch, ServiceConfig
-from coalmine.traffic.assign import VERSIONS, choose_version, compile_routes
+from coalmine.traffic.assign import BASELINE, VERSIONS, choose_version, compile_routes
 from coalmine.traffic.base import HeaderRoute, Routing
 from coalmine.traffic.window import MeasurementWindow, status_class
 
@@ -150,7 +153,7 @@ def save_state(path: str, service: str, routing: Routing) -> None:
 class RouterMetrics:
     """Prometheus metrics in their own registry (several routers can live in one process)."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, versions: tuple[str, ...] = VERSIONS) -> None:
         self.registry = CollectorRegistry()
         self.service = service
         self.requests = Counter(
@@ -186,11 +189,11 @@ class RouterMetrics:
         )
         self._requests = {
             (v, c): self.requests.labels(service, v, c)
-            for v in VERSIONS
+            for v in versions
             for c in ("1xx", "2xx", "3xx", "4xx", "5xx")
         }
-        self._duration = {v: self.duration.labels(service, v) for v in VERSIONS}
-        for v in VERSIONS:  # expose zeros from the start
+        self._duration = {v: self.duration.labels(service, v) for v in versions}
+        for v in versions:  # expose zeros from the start
             for reason in ("refused", "timeout", "reset"):
                 self.upstream_errors.labels(service, v, reason)
 
@@ -248,13 +251,18 @@ class RouterServer:
         self.service = service
         self.settings = service.router
         self.now = now
-        self.window = window or MeasurementWindow(now=now)
-        self.metrics = RouterMetrics(service.name)
-        self._routing = Routing()
         self._upstreams = {
             "stable": service.stable.url.rstrip("/"),
             "canary": service.canary.url.rstrip("/"),
         }
+        if service.baseline is not None:
+            self._upstreams[BASELINE] = service.baseline.url.rstrip("/")
+        self.versions = tuple(self._upstreams)  # stable, canary[, baseline]
+        self.window = window or MeasurementWindow(now=now, versions=self.versions)
+        for version in self.versions:  # a window passed in may not know the baseline yet
+            self.window.add_version(version)
+        self.metrics = RouterMetrics(service.name, self.versions)
+        self._routing = Routing()
         self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._runners: list[web.AppRunner] = []
         self._ports: dict[str, int] = {}
@@ -284,7 +292,7 @@ class RouterServer:
             if loaded is not None:
                 self._routing = loaded
         self.metrics.set_routing(self._routing)
-        for version in VERSIONS:
+        for version in self.versions:
             self._sessions[version] = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30, ttl_dns_cache=60),
                 timeout=self._timeout,
@@ -366,9 +374,9 @@ class RouterServer:
         return routing
 
     async def _drain_canary(self) -> None:
-        """Wait (briefly) until requests already sent towards the canary have reached it, so
-        that once a rollback returns no request decided under the old routing is still on its
-        way."""
+        """Wait (briefly) until requests already sent towards the canary (or the baseline) have
+        reached it, so that once a rollback returns no request decided under the old routing is
+        still on its way."""
         pending = list(self._canary_in_flight)
         if pending:
             await asyncio.wait(pending, timeout=DRAIN_TIMEOUT)
@@ -410,9 +418,10 @@ class RouterServer:
             request.cookies,
             request.remote or "",
             self.settings.override_header,
+            baseline=self.service.baseline is not None,
         )
         sent: asyncio.Future[None] | None = None
-        if version == "canary":
+        if version != "stable":  # canary or baseline: a rollback empties both, drains both
             sent = asyncio.get_running_loop().create_future()
             self._canary_in_flight.add(sent)
         try:
@@ -513,12 +522,15 @@ class RouterServer:
         return app
 
     def _routing_json(self, routing: Routing) -> dict[str, Any]:
-        return {
+        info = {
             **routing.to_dict(),
             "service": self.service.name,
             "stable_url": self.service.stable.url,
             "canary_url": self.service.canary.url,
         }
+        if self.service.baseline is not None:
+            info["baseline_url"] = self.service.baseline.url
+        return info
 
     async def _get_routing(self, request: web.Request) -> web.Response:
         return web.json_response(self._routing_json(self._routing))

@@ -18,7 +18,7 @@ from typing import Any
 
 from coalmine.traffic.base import Stats, VersionStats
 
-VERSIONS = ("stable", "canary")
+VERSIONS = ("stable", "canary")  # always measured; a router with a baseline adds "baseline"
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 
 Sample = tuple[float, float, int]  # t, latency_ms, status
@@ -55,11 +55,26 @@ class MeasurementWindow:
         retention_s: float = 900.0,
         max_samples: int = 1_000_000,
         now: Callable[[], float] = time.time,
+        versions: Iterable[str] = VERSIONS,
     ) -> None:
         self.retention_s = retention_s
         self.now = now
-        self._samples: dict[str, deque[Sample]] = {v: deque(maxlen=max_samples) for v in VERSIONS}
-        self._last: dict[str, float | None] = dict.fromkeys(VERSIONS)
+        self.max_samples = max_samples
+        self._samples: dict[str, deque[Sample]] = {}
+        self._last: dict[str, float | None] = {}
+        for version in (*VERSIONS, *versions):
+            self.add_version(version)
+
+    @property
+    def versions(self) -> tuple[str, ...]:
+        """The measured versions, in the order they were added (stable, canary first)."""
+        return tuple(self._samples)
+
+    def add_version(self, version: str) -> None:
+        """Measure ``version`` too (idempotent); it then appears in stats, even with no data."""
+        if version not in self._samples:
+            self._samples[version] = deque(maxlen=self.max_samples)
+            self._last[version] = None
 
     def record(self, version: str, at: float, latency_ms: float, status: int) -> None:
         samples = self._samples[version]
@@ -108,19 +123,21 @@ class MeasurementWindow:
         quantiles: Iterable[float] = (0.5, 0.99),
         now: float | None = None,
     ) -> Stats:
-        """Both versions over the last ``window_s`` seconds ending at ``now``."""
+        """Every measured version over the last ``window_s`` seconds ending at ``now``."""
         if window_s <= 0:
             raise ValueError(f"window must be positive, got {window_s}")
         at = self.now() if now is None else now
         qs = tuple(quantiles)
         return Stats(
             window_s=window_s,
-            versions={v: self.version_stats(v, window_s, qs, at) for v in VERSIONS},
+            versions={v: self.version_stats(v, window_s, qs, at) for v in self._samples},
         )
 
     def records(self, since: float = 0.0, limit: int = 10_000) -> list[dict[str, Any]]:
         """Raw samples with ``t > since``, oldest first, at most ``limit`` of them."""
-        merged = [(t, v, lat, code) for v in VERSIONS for t, lat, code in self._since(v, since)]
+        merged = [
+            (t, v, lat, code) for v in self._samples for t, lat, code in self._since(v, since)
+        ]
         merged.sort(key=lambda r: r[0])
         return [
             {"t": t, "version": v, "latency_ms": lat, "status": code}
