@@ -43,7 +43,6 @@ SPEC_FIELDS = {
     "groupWeights": ("group_weights", dict),
     "gaugeBucketSeconds": ("gauge_bucket_seconds", float),
     "prometheus": (None, object),  # checked by gauge_sources
-    "baseline": (None, str),
     "metrics": (None, list),
 }
 METRIC_FIELDS = {
@@ -66,7 +65,6 @@ CHOICES = {
     "kind": ("ratio", "latency", "gauge"),
     "worse": ("higher", "lower"),
     "noData": ("inconclusive", "fail", "ignore"),
-    "baseline": ("stable",),
 }
 FETCH_LIMIT = 200_000
 
