@@ -35,7 +35,13 @@ COALMINE_LOOK_S = 10.0
 COALMINE_CONFIG: dict[str, Any] = {
     "alpha": 0.01,
     "metrics": (
-        {"name": "error-ratio", "kind": "ratio", "relative_tolerance": 1.2, "critical": True},
+        {
+            "name": "error-ratio",
+            "kind": "ratio",
+            "relative_tolerance": 1.2,
+            "critical": True,
+            "alpha_weight": 3.0,
+        },
         {
             "name": "latency-p99",
             "kind": "latency",
@@ -53,9 +59,21 @@ COALMINE_CONFIG: dict[str, Any] = {
         },
     ),
 }
+# alpha_weight: errors get 3/5 of alpha (0.6%), each latency metric 1/5 (0.2%). The error test
+# is the one whose power is limited by the run's length (a ×2 error rate at 1% is ~180 canary
+# errors in 30 min); the latency tests have evidence to spare.
 # critical: a failing metric fails the run (as one failing Argo metric aborts, and one High of
 # three metrics puts Kayenta's score under its marginal threshold); the other fields are
 # coalmine's defaults (min_samples 50, bucket 1 s, latency batches 10 s).
+
+# The Argo-style judge with its factors, interval and failureLimit calibrated on separate A/A
+# streams to false-abort at most 0.5% of runs on every A/A scenario (bench/judge/calibrate.py;
+# `python -m bench.judge.calibrate` reproduces it). The low-traffic A/A scenario (≈30 canary
+# requests per minute) is what forces the error factor up: one canary error in an interval is
+# already 3× the stable rate there.
+ARGO_CALIBRATED = ArgoThresholdJudge(
+    interval_s=120.0, error_factor=3.45, p99_factor=1.3, failure_limit=3, tag="cal"
+)
 
 DEFAULT_AB_RUNS = 200  # per A/B scenario
 DEFAULT_AA_TOTAL = 2000  # across all A/A scenarios
@@ -185,6 +203,8 @@ def make_judges(names: tuple[str, ...], coalmine_scan: str) -> list[Judge]:
             judges.append(ArgoThresholdJudge(interval_s=30.0))
         elif name == "argo-60s":
             judges.append(ArgoThresholdJudge(interval_s=60.0))
+        elif name == "argo-cal":
+            judges.append(ARGO_CALIBRATED)
         elif name == "kayenta-60s":
             judges.append(KayentaJudge(interval_s=60.0))
         elif name == "coalmine":
@@ -194,7 +214,8 @@ def make_judges(names: tuple[str, ...], coalmine_scan: str) -> list[Judge]:
     return judges
 
 
-JUDGE_NAMES = ("argo-30s", "argo-60s", "kayenta-60s", "coalmine")
+JUDGE_NAMES = ("argo-30s", "argo-60s", "argo-cal", "kayenta-60s", "coalmine")
+ARGO_NAMES = ("argo-30s", "argo-60s", "argo-cal")
 
 
 @dataclass(frozen=True)
@@ -276,11 +297,16 @@ def summarise(rows: list[Row]) -> dict[str, Any]:
     ttd = np.array([r[2] for r in aborted if r[2] is not None], dtype=np.float64)
     lo, hi = wilson(k, n)
     reasons = Counter(r[3] for r in aborted)
+    # Median over *all* runs, an undetected run counting as "later than the window": None when
+    # half of the runs or more were not detected (the median is then beyond the window).
+    every = np.sort(np.concatenate([ttd, np.full(n - ttd.size, np.inf)]))
+    med_all = float(np.median(every)) if n else math.inf
     return {
         "runs": n,
         "aborts": k,
         "rate": k / n if n else math.nan,
         "rate_ci95": [lo, hi],
+        "ttd_median_all_s": med_all if math.isfinite(med_all) else None,
         "ttd_median_s": float(np.median(ttd)) if ttd.size else None,
         "ttd_p90_s": float(np.quantile(ttd, 0.9)) if ttd.size else None,
         "abort_reasons": dict(reasons.most_common(5)),
@@ -315,23 +341,35 @@ def targets(results: dict[str, dict[str, Any]], scenarios: tuple[Scenario, ...])
             }
         )
     cm_fa = max(rates.values()) if rates else math.nan
-    for argo in ("argo-30s", "argo-60s"):
-        if argo not in results:
+    for argo in ARGO_NAMES:
+        if argo not in results or results[argo].get("status") != "ok":
             continue
         ar = results[argo]["scenarios"]
         argo_fa = max(ar[s]["rate"] for s in aa if s in ar) if rates else math.nan
         for s in TARGET_DETECTION_SCENARIOS:
             if s not in cm["scenarios"] or s not in ar:
                 continue
-            c_med, a_med = cm["scenarios"][s]["ttd_median_s"], ar[s]["ttd_median_s"]
-            ratio = c_med / a_med if c_med is not None and a_med else None
+            # Medians over all runs (undetected = not within the window, None if that is the
+            # median): comparing detected-only medians would reward a judge that detects
+            # only its easiest runs.
+            c_med, a_med = cm["scenarios"][s]["ttd_median_all_s"], ar[s]["ttd_median_all_s"]
+            if c_med is None:
+                ratio = None
+            elif a_med is None:
+                ratio = 0.0  # the peer's median is beyond the window
+            else:
+                ratio = c_med / a_med
             out.append(
                 {
-                    "target": f"coalmine median TTD ≤ 1/3 of {argo}'s on {s}, at ≤ false aborts",
+                    "target": (
+                        f"coalmine median TTD ≤ 1/3 of {argo}'s on {s} (over all runs), "
+                        "at ≤ false aborts"
+                    ),
                     "met": ratio is not None and ratio <= TARGET_TTD_RATIO and cm_fa <= argo_fa,
                     "values": {
                         "coalmine_median_s": c_med,
-                        f"{argo}_median_s": a_med,
+                        f"{argo}_median_s": a_med if a_med is not None else "not within window",
+                        f"{argo}_detected": ar[s]["rate"],
                         "ratio": ratio,
                         "coalmine_max_aa_false_abort": cm_fa,
                         f"{argo}_max_aa_false_abort": argo_fa,
@@ -357,7 +395,9 @@ def markdown(report: dict[str, Any]) -> str:
         f"Generated by `python -m bench.judge` in {report['wall_s']:.0f} s "
         f"(seed {report['seed']}, {report['jobs']} processes). Each cell: abort rate "
         "[Wilson 95%] · median/p90 time to detect (s after onset, detected runs only). "
-        "A/A rows: false aborts (the times are when they happened); A/B rows: detections.",
+        "A/A rows: false aborts (the times are when they happened); A/B rows: detections. "
+        "The time-to-detect targets use the median over all runs of a scenario, an undetected "
+        "run counting as later than the 30-minute window.",
         "",
         "| scenario | kind | runs | " + " | ".join(judges) + " |",
         "|---|---|---|" + "---|" * len(judges),
@@ -398,6 +438,8 @@ def judge_configs(coalmine_scan: str) -> dict[str, str]:
     return {
         "argo-30s": repr(ArgoThresholdJudge(interval_s=30.0)),
         "argo-60s": repr(ArgoThresholdJudge(interval_s=60.0)),
+        "argo-cal": repr(ARGO_CALIBRATED)
+        + " (calibrated on separate A/A seeds, bench/judge/calibrate.py)",
         "kayenta-60s": repr(KayentaJudge(interval_s=60.0)),
         "coalmine": (
             f"look every {COALMINE_LOOK_S:g} s, all data so far, scan={coalmine_scan}, "

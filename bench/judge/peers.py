@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr, ndtri
 
-from bench.judge.streams import FloatArray, IntArray, Stream
+from bench.judge.streams import BoolArray, FloatArray, IntArray, Stream
 
 
 @dataclass(frozen=True)
@@ -92,10 +92,11 @@ class ArgoThresholdJudge:
     p99_factor: float = 1.5
     failure_limit: int = 2
     consecutive_error_limit: int = 4
+    tag: str = ""  # name suffix of a variant, e.g. "cal" for the calibrated one
 
     @property
     def name(self) -> str:
-        return f"argo-{self.interval_s:g}s"
+        return f"argo-{self.tag}" if self.tag else f"argo-{self.interval_s:g}s"
 
     def measurements(self, stream: Stream) -> dict[str, IntArray]:
         """Per-interval measurement phases (OK, FAIL or ERROR) of each metric."""
@@ -117,6 +118,30 @@ class ArgoThresholdJudge:
         for metric, fail in (("error-ratio", err_fail), ("latency-p99", lat_fail)):
             phases[metric] = np.where(bad, ERROR, np.where(fail, FAIL, OK))
         return phases
+
+    def ratios(self, stream: Stream) -> tuple[FloatArray, FloatArray, BoolArray]:
+        """Per interval, for calibrating the factors: canary / stable error rate (0 when the
+        canary had no errors, inf when only the canary had some), canary / stable p99, and
+        whether the interval lacked canary or stable requests (an Error measurement; both
+        ratios NaN). A measurement fails when its ratio is >= the factor."""
+        k = int(stream.duration_s // self.interval_s)
+        idx = (stream.t // self.interval_s).astype(np.int64)
+        keep = idx < k
+        idx, can = idx[keep], stream.canary[keep]
+        g = idx * 2 + can.astype(np.int64)
+        counts, p99 = grouped_quantile(stream.latency_ms[keep], g, 2 * k, 0.99)
+        errors = np.bincount(g, weights=stream.error[keep].astype(np.float64), minlength=2 * k)
+        nb, nc = counts[0::2], counts[1::2]
+        bad = (nb == 0) | (nc == 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rb, rc = errors[0::2] / nb, errors[1::2] / nc
+            err_ratio = np.where(rc > 0, rc / rb, 0.0)
+            p99_ratio = p99[1::2] / p99[0::2]
+        return (
+            np.where(bad, np.nan, err_ratio),
+            np.where(bad, np.nan, p99_ratio),
+            np.asarray(bad, dtype=bool),
+        )
 
     def run(self, stream: Stream) -> Outcome:
         phases = self.measurements(stream)

@@ -8,8 +8,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from bench.judge.harness import wilson
+from bench.judge.calibrate import Ratios, abort_time, critical_factor, smallest_factor
+from bench.judge.harness import ARGO_CALIBRATED, wilson
 from bench.judge.peers import (
+    FAIL,
     HIGH,
     NODATA,
     PASS,
@@ -149,6 +151,24 @@ def test_argo_errors_after_five_intervals_without_canary_requests() -> None:
     s = generate(dataclasses.replace(BY_NAME["aa"], weight=0.0), (4,))
     out = ArgoThresholdJudge(interval_s=30.0).run(s)
     assert out.aborted and out.abort_t == 150.0 and out.reason.endswith("errored")
+
+
+def test_argo_ratios_agree_with_its_measurements_and_calibration_logic() -> None:
+    s = generate(BY_NAME["err-x2"], (5,))
+    judge = ArgoThresholdJudge(interval_s=60.0, error_factor=1.7, p99_factor=1.2)
+    err, p99, bad = judge.ratios(s)
+    phases = judge.measurements(s)
+    assert np.array_equal(phases["error-ratio"] == FAIL, (err > 0) & (err >= 1.7))
+    assert np.array_equal(phases["latency-p99"] == FAIL, p99 >= 1.2)
+    assert not bad.any()
+    ratios = Ratios(err, p99, bad.astype(float))
+    assert abort_time(ratios, judge) == judge.run(s).abort_t
+    # The (L+1)-th largest ratio decides: with factor <= it the metric fails.
+    assert critical_factor(np.array([1.0, 3.0, np.nan, 2.0]), 1) == 2.0
+    assert critical_factor(np.array([1.0]), 1) == 0.0
+    assert smallest_factor([5.0, 2.0, 1.0, 1.0], allowed=1) == pytest.approx(2.05)
+    assert smallest_factor([np.inf, np.inf], allowed=1) == np.inf
+    assert ARGO_CALIBRATED.name == "argo-cal"
 
 
 def test_mann_whitney_matches_scipy() -> None:

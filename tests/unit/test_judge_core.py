@@ -138,6 +138,19 @@ def test_bonferroni_split_over_non_dry_metrics() -> None:
     assert v.metrics[0].threshold == pytest.approx(100.0)
 
 
+def test_alpha_weights_split_the_budget_unequally() -> None:
+    err = replace(ERR, alpha_weight=3.0)
+    spec = JudgeSpec(metrics=(err, P99, replace(CPU, dry_run=True)), alpha=0.02)
+    assert metric_alpha(spec, err) == pytest.approx(0.015)
+    assert metric_alpha(spec, P99) == pytest.approx(0.005)
+    assert metric_alpha(spec) == pytest.approx(0.005)  # a weight-1 metric
+    v = judge(spec, JudgeData(tuple(traffic()), tuple(gauge(0.0))))
+    assert [m.alpha for m in v.metrics[:2]] == pytest.approx([0.015, 0.005])
+    assert v.metrics[0].threshold == pytest.approx(1 / 0.015)
+    with pytest.raises(ValueError, match="alpha_weight"):
+        JudgeMetric("x", "ratio", alpha_weight=0.0)
+
+
 def test_dry_run_metric_never_fails_the_run() -> None:
     spec = JudgeSpec(metrics=(ERR, replace(CPU, dry_run=True, critical=True)))
     v = judge(spec, JudgeData(tuple(traffic()), tuple(gauge(10.0))))

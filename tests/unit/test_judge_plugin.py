@@ -41,7 +41,13 @@ def test_camel_case_fields_become_the_spec() -> None:
                     "minSamples": 10,
                     "noData": "fail",
                 },
-                {"name": "l", "kind": "latency", "quantile": None, "worse": "higher"},
+                {
+                    "name": "l",
+                    "kind": "latency",
+                    "quantile": None,
+                    "worse": "higher",
+                    "alphaWeight": 0.5,
+                },
             ],
         }
     )
@@ -50,7 +56,7 @@ def test_camel_case_fields_become_the_spec() -> None:
     errors, latency = spec.metrics
     assert (errors.relative_tolerance, errors.critical, errors.min_samples) == (2.0, True, 10)
     assert errors.no_data == "fail"
-    assert latency.quantile is None
+    assert latency.quantile is None and latency.alpha_weight == 0.5
 
 
 @pytest.mark.parametrize(

@@ -81,6 +81,44 @@ def test_ville_bound_for_conditional_test_with_varying_share() -> None:
     assert crossed / 2000 <= alpha + 0.015
 
 
+def test_cap_windows_hand_computation() -> None:
+    # Window 0: running sums 1, 2, 3 capped at 1.5; window 1 restarts: -1, 1; window 2: 2, 2.5
+    # capped at 1.5. Completed windows carry their capped totals.
+    c = np.array([[1.0, 1.0, 1.0, -1.0, 2.0, 2.0, 0.5]])
+    out = seq.cap_windows(c, np.array([0, 0, 0, 1, 1, 2, 2]), 1.5)
+    assert np.allclose(out, [[1.0, 1.5, 1.5, 0.5, 2.5, 4.0, 4.0]])
+    # A cap no window reaches changes nothing.
+    assert np.allclose(seq.cap_windows(c, np.arange(7), 10.0), np.cumsum(c, axis=1))
+
+
+def test_capped_conditional_test_keeps_ville_bound_and_never_exceeds_uncapped_windows() -> None:
+    rng = np.random.default_rng(11)
+    alpha = 0.05
+    crossed = 0
+    window = np.arange(300) // 20
+    for _ in range(1000):
+        share = rng.uniform(0.05, 0.5, 300)
+        k = rng.poisson(3.0, 300)
+        x = rng.binomial(k, share)  # null: rho = 1
+        alts = list(seq.DEFAULT_MULTIPLIERS)
+        capped = seq.conditional_log_e(x, k, share, 1.0, alts, None, window, 3.0)
+        crossed += bool(capped.max() >= math.log(1 / alpha))
+    assert crossed / 1000 <= alpha + 0.02
+    # Within one window the capped statistic is the uncapped one, clipped.
+    x, k, share = [2, 3, 1], [2, 3, 1], [0.1, 0.1, 0.1]
+    free = seq.conditional_log_e(x, k, share, 1.0, [10.0])
+    capped = seq.conditional_log_e(x, k, share, 1.0, [10.0], None, [0, 0, 0], 3.0)
+    assert np.allclose(capped, np.minimum(free, 3.0))
+
+
+def test_focused_prior_is_a_distribution_with_most_mass_near_the_tolerance() -> None:
+    m = np.asarray(seq.FOCUSED_MULTIPLIERS)
+    w = np.asarray(seq.FOCUSED_WEIGHTS)
+    assert m.shape == w.shape and np.all(m > 1.0) and np.all(np.diff(m) >= 0)
+    assert math.isclose(float(w.sum()), 1.0) and np.all(w > 0)
+    assert w[m <= 3.0].sum() > 0.75 and set(seq.DEFAULT_MULTIPLIERS) <= set(m.tolist())
+
+
 def test_inside_the_null_is_even_safer() -> None:
     # True rho = 0.5 with tolerance 1: crossing must be rarer still.
     rng = np.random.default_rng(2)

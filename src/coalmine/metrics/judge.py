@@ -59,6 +59,7 @@ METRIC_FIELDS = {
     "minSamples": ("min_samples", int),
     "noData": ("no_data", str),
     "dryRun": ("dry_run", bool),
+    "alphaWeight": ("alpha_weight", float),
     "query": (None, str),  # gauge metrics only: checked by gauge_sources
 }
 CHOICES = {

@@ -27,6 +27,13 @@ DISTRIBUTION_LEVELS: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95, 0.99)
 #: Baseline counts at which latency thresholds are recomputed: MIN_EPOCH * GROWTH**k.
 EPOCH_GROWTH = 1.25
 MIN_EPOCH = 20
+#: Evidence cap of the latency exceedance tests: inside each window of this many seconds, an
+#: alternative's likelihood ratio counts for at most exp(LATENCY_LOG_CAP) (see
+#: ``sequential.conditional_log_e``). A version that wanders on its own (per-version
+#: autocorrelated latency) is locally slower for tens of seconds at a time; the cap makes a
+#: failure need evidence that persists over at least three windows.
+LATENCY_CAP_SECONDS = 20.0
+LATENCY_LOG_CAP = 3.0
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,7 @@ class Prepared:
     n_batches: int
     canary_per_bucket: FloatArray
     total_per_bucket: FloatArray
+    bucket_seconds: float = 1.0
 
     @property
     def n_canary(self) -> int:
@@ -77,7 +85,7 @@ def prepare_requests(data: JudgeData, spec: JudgeSpec, t0: float) -> Prepared:
     nbt = int(batch.max()) + 1 if batch.size else 0
     cpb = np.bincount(bucket, weights=canary.astype(float), minlength=nb).astype(float)
     tpb = np.bincount(bucket, minlength=nb).astype(float)
-    return Prepared(t0, canary, lat, err, bucket, batch, nb, nbt, cpb, tpb)
+    return Prepared(t0, canary, lat, err, bucket, batch, nb, nbt, cpb, tpb, spec.bucket_seconds)
 
 
 # --------------------------------------------------------------------------- sub-tests
@@ -122,8 +130,15 @@ def _conditional_subtest(
     share: FloatArray,
     rho0: float,
     alpha: float,
+    *,
+    multipliers: tuple[float, ...] = seq.DEFAULT_MULTIPLIERS,
+    weights: tuple[float, ...] | None = None,
+    window: IntArray | None = None,
+    log_cap: float | None = None,
 ) -> SubTest:
-    up = seq.conditional_log_e(x, k, share, rho0, [rho0 * m for m in seq.DEFAULT_MULTIPLIERS])
+    up = seq.conditional_log_e(
+        x, k, share, rho0, [rho0 * m for m in multipliers], weights, window, log_cap
+    )
     down = seq.conditional_log_e(x, k, share, rho0, [rho0 / m for m in seq.DEFAULT_MULTIPLIERS])
     return SubTest(label, _max_log(up), alpha, early_pass=_reverse_crossed(down, alpha))
 
@@ -296,7 +311,16 @@ def evaluate_ratio(
             tau = rel if rel is not None else 1.0
             # worse="lower" mirrors the test: the baseline plays the canary (share 1 - s).
             x_, s_ = (xc, share) if higher else (xb, 1.0 - share)
-            st = _conditional_subtest("share-aware rate-ratio", x_, k, s_, tau, a_part)
+            st = _conditional_subtest(
+                "share-aware rate-ratio",
+                x_,
+                k,
+                s_,
+                tau,
+                a_part,
+                multipliers=seq.FOCUSED_MULTIPLIERS,
+                weights=seq.FOCUSED_WEIGHTS,
+            )
             group.append(st)
             interval = ratio_interval(xc, k, share, a_part)
             tol_text.append(f"{fmt_num(tau)}× baseline" if higher else f"1/{fmt_num(tau)}×")
@@ -409,6 +433,9 @@ def evaluate_latency(
             )
             share_den = np.bincount(prep.bucket[elig], minlength=nb).astype(float)
             share = np.where(share_den > 0, share_num / np.where(share_den > 0, share_den, 1), 0)
+            window = np.floor(
+                np.arange(nb) * (prep.bucket_seconds / LATENCY_CAP_SECONDS) + 1e-9
+            ).astype(np.int64)
             thr_all = np.array([np.quantile(yb[:n], levels_y) for n in epochs]).reshape(
                 len(epochs), len(levels_y)
             )
@@ -421,7 +448,14 @@ def evaluate_latency(
                 lvl = level if higher else 1.0 - level
                 subtests.append(
                     _conditional_subtest(
-                        f"p{100 * lvl:g} exceedance-ratio", xc, k, share, 1.0, a_test
+                        f"p{100 * lvl:g} exceedance-ratio",
+                        xc,
+                        k,
+                        share,
+                        1.0,
+                        a_test,
+                        window=window,
+                        log_cap=LATENCY_LOG_CAP,
                     )
                 )
             if one_sample:

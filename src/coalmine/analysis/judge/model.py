@@ -31,6 +31,8 @@ class JudgeMetric:
     metric's units (when both are set, the canary may use the more generous of the two).
     ``bound`` is an absolute bound on the canary alone. ``dry_run`` metrics are evaluated and
     reported but never spend alpha, never count in the score and never fail the run.
+    ``alpha_weight`` is the metric's share of the run's false-abort budget relative to the
+    other metrics (default 1: an equal split); it changes power, never the total guarantee.
     """
 
     name: str
@@ -46,6 +48,7 @@ class JudgeMetric:
     min_samples: int = 50
     no_data: Literal["inconclusive", "fail", "ignore"] = "inconclusive"
     dry_run: bool = False
+    alpha_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in ("ratio", "latency", "gauge"):
@@ -60,6 +63,8 @@ class JudgeMetric:
             raise ValueError(f"metric {self.name!r}: absolute_tolerance must be >= 0")
         if self.weight < 0:
             raise ValueError(f"metric {self.name!r}: weight must be >= 0")
+        if not self.alpha_weight > 0:
+            raise ValueError(f"metric {self.name!r}: alpha_weight must be > 0")
         if self.min_samples < 1:
             raise ValueError(f"metric {self.name!r}: min_samples must be >= 1")
         if self.no_data not in ("inconclusive", "fail", "ignore"):

@@ -25,6 +25,36 @@ DEFAULT_MULTIPLIERS: tuple[float, ...] = (1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 3
 DEFAULT_BETS: tuple[float, ...] = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9)
 
 
+def focused_prior(
+    share: float = 0.8, step: float = 0.15, lowest: float = 1.1, decay: float = 2.0
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Multipliers and weights of a mixture that puts most of its mass on effects just beyond
+    the tolerance.
+
+    ``share`` of the mass lies on a geometric grid from ``lowest`` to 100 (``step`` apart on the
+    log scale) with weights proportional to ``m**-decay``; the rest is spread evenly over
+    :data:`DEFAULT_MULTIPLIERS`, so gross regressions keep a sizeable weight. A mixture pays
+    ``log(1/weight)`` once: for a large effect the evidence grows so fast that this costs
+    seconds, for an effect near the tolerance it decides whether the run is long enough.
+    """
+    grid = np.exp(np.arange(np.log(lowest), np.log(100.0) + 1e-9, step))
+    w_grid = grid**-decay
+    w_grid = share * w_grid / w_grid.sum()
+    base = np.asarray(DEFAULT_MULTIPLIERS, dtype=float)
+    w_base = np.full(base.size, (1.0 - share) / base.size)
+    mult = np.concatenate([grid, base])
+    weights = np.concatenate([w_grid, w_base])
+    order = np.argsort(mult, kind="stable")
+    return (
+        tuple(float(round(m, 6)) for m in mult[order]),
+        tuple(float(w) for w in weights[order]),
+    )
+
+
+#: Prior of the share-aware rate-ratio test of error ratios (see :func:`focused_prior`).
+FOCUSED_MULTIPLIERS, FOCUSED_WEIGHTS = focused_prior()
+
+
 def logsumexp(a: FloatArray, axis: int = 0) -> FloatArray:
     """log(sum(exp(a))) along ``axis``, stable (a lean replacement for scipy's)."""
     m = np.max(a, axis=axis, keepdims=True)
@@ -61,6 +91,8 @@ def conditional_log_e(
     rho0: float,
     alternatives: Sequence[float],
     weights: Sequence[float] | None = None,
+    window: ArrayLike | None = None,
+    log_cap: float | None = None,
 ) -> FloatArray:
     """Running log e-value of the share-aware conditional test, per step.
 
@@ -75,6 +107,15 @@ def conditional_log_e(
     at most ``rho0`` (test of "rho <= rho0"); with every alternative below ``rho0`` whenever the
     true ratio is at least ``rho0`` (test of "rho >= rho0"). Steps with share 0 or 1 carry no
     information and contribute a factor of one.
+
+    **Evidence cap.** With ``window`` (a nondecreasing window index per step) and ``log_cap``,
+    each alternative's likelihood ratio is accumulated window by window, and inside a window
+    it is replaced by ``min(LR so far in the window, exp(log_cap))``. ``min(M, c)`` of a
+    nonnegative supermartingale ``M`` is again one (a nondecreasing concave function, Jensen),
+    and every window starts again from ``min(1, c) = 1``, so the capped product is still a
+    supermartingale under the null: the guarantee is unchanged. What changes is that no single
+    window can contribute more than ``exp(log_cap)``, so a crossing needs evidence that
+    persists over several windows (see :func:`cap_windows`).
     """
     xs = np.asarray(x, dtype=float)
     ks = np.asarray(k, dtype=float)
@@ -89,8 +130,34 @@ def conditional_log_e(
     p1 = share_prob(alts, s_safe[None, :])
     contrib = xs * (np.log(p1) - np.log(p0)) + (ks - xs) * (np.log1p(-p1) - np.log1p(-p0))
     contrib = np.where(valid[None, :], contrib, 0.0)
-    cum = np.cumsum(contrib, axis=1)
+    if window is None or log_cap is None:
+        cum = np.cumsum(contrib, axis=1)
+    else:
+        cum = cap_windows(contrib, np.asarray(window), log_cap)
     return np.asarray(logsumexp(cum + logw[:, None], axis=0), dtype=float)
+
+
+def cap_windows(contrib: FloatArray, window: NDArray[np.int64], log_cap: float) -> FloatArray:
+    """Cumulative sums of log factors (rows: alternatives, columns: steps) where, inside each
+    window, the running sum since the window's start is capped at ``log_cap`` (>= 0) and each
+    window adds its capped total to the following ones."""
+    if log_cap < 0:
+        raise ValueError("log_cap must be >= 0")
+    n = contrib.shape[1]
+    if n == 0:
+        return np.zeros_like(contrib)
+    w = np.asarray(window).reshape(-1)
+    if w.shape != (n,) or np.any(np.diff(w) < 0):
+        raise ValueError("window must give one nondecreasing index per step")
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(w)) + 1])
+    ends = np.concatenate([starts[1:] - 1, [n - 1]])
+    seg = np.repeat(np.arange(starts.size), np.diff(np.concatenate([starts, [n]])))
+    cum = np.cumsum(contrib, axis=1)
+    before = np.concatenate([np.zeros((contrib.shape[0], 1)), cum[:, :-1]], axis=1)
+    within = np.minimum(cum - before[:, starts][:, seg], log_cap)
+    done = np.cumsum(within[:, ends], axis=1)
+    carried = np.concatenate([np.zeros((contrib.shape[0], 1)), done[:, :-1]], axis=1)
+    return np.asarray(carried[:, seg] + within, dtype=float)
 
 
 def conditional_log_e_final(
