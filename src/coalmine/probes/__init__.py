@@ -1,0 +1,1 @@
+"""Synthetic probes: flows, runner, auth and session libraries, scheduler, results."""
