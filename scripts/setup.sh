@@ -2,16 +2,16 @@
 # Prepares a fresh Debian machine with python3: Debian packages (when asked for) and the
 # project's virtual environment, installed from the pinned constraints file.
 #   scripts/setup.sh            python environment only
-#   scripts/setup.sh test       + what the test suite needs (PostgreSQL, Prometheus)
-#   scripts/setup.sh bench      + what the benchmarks need (nginx, wrk)
+#   scripts/setup.sh test       + what the test suite needs (PostgreSQL, Prometheus, Alertmanager)
+#   scripts/setup.sh bench      + what the benchmarks need (nginx, wrk, blackbox_exporter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 want="${1:-}"
 
 debs=()
 case "$want" in
-  test)  debs=(python3-venv postgresql prometheus) ;;
-  bench) debs=(python3-venv postgresql prometheus nginx-light wrk) ;;
+  test)  debs=(python3-venv postgresql prometheus prometheus-alertmanager) ;;
+  bench) debs=(python3-venv postgresql prometheus prometheus-alertmanager nginx-light wrk prometheus-blackbox-exporter) ;;
   *)     debs=(python3-venv) ;;
 esac
 
