@@ -22,7 +22,7 @@ from coalmine.spec.loader import (
 from coalmine.spec.resolve import ROUTER_QUERIES, ROUTER_VERSIONS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-KINDS = ("rollout", "analysis-template", "config", "replay-data")
+KINDS = ("rollout", "analysis-template", "config", "replay-data", "probe-flow", "probe-library")
 
 Schema = dict[str, Any]
 
@@ -334,12 +334,14 @@ def _config() -> Schema:
 
 
 def json_schema(kind: str) -> dict[str, Any]:
-    """The schema for ``rollout``, ``analysis-template``, ``config`` or ``replay-data``."""
+    """The schema for one of :data:`KINDS`."""
     builders = {
         "rollout": _rollout,
         "analysis-template": _analysis_template,
         "config": _config,
         "replay-data": _replay_data,
+        "probe-flow": _probe_flow,
+        "probe-library": _probe_library,
     }
     if kind not in builders:
         from coalmine.errors import SpecError
@@ -353,3 +355,250 @@ def _replay_data() -> Schema:
     from coalmine.analysis.replay import data_schema
 
     return data_schema()
+
+
+# --------------------------------------------------------------------------- probe flows
+
+
+def _probe_defs() -> Schema:
+    """Shared parts of probe flows and libraries (``$defs``)."""
+    from coalmine.probes import loader as p
+
+    identifier = r"^[A-Za-z_][A-Za-z0-9_]*$"
+    name_key = {"pattern": identifier, "not": {"enum": list(p.RESERVED)}}
+    scalar_map = {"type": "object", "additionalProperties": {"type": ["string", "number"]}}
+    template: Schema = {
+        "type": "string",
+        "description": "a template: {{ name }}, {{ secrets.name }}, {{ env.NAME }}",
+    }
+    subjects = "|".join(p.SUBJECTS)
+    extract = {
+        "type": "object",
+        "properties": {
+            "jsonpath": {"type": "string", "minLength": 1, "description": "first match"},
+            "regex": {"type": "string", "minLength": 1, "description": "against the body"},
+            "header": {"type": "string", "minLength": 1},
+            "cookie": {"type": "string", "minLength": 1},
+            "status": {"const": True},
+            "group": {"type": "integer", "minimum": 0, "description": "regex only"},
+            "secret": {"type": "boolean", "description": "redact the value everywhere"},
+        },
+        "additionalProperties": False,
+        "oneOf": [{"required": [k]} for k in p.EXTRACT_SOURCES],
+    }
+    assertion = {
+        "anyOf": [
+            {
+                "type": "string",
+                "description": "<subject> [<arg>] [not] <operator> [<value>], e.g. "
+                'status == 200, header "Content-Type" contains "json", latency < 500ms',
+                "pattern": rf"^\s*({subjects})\b",
+            },
+            _obj(
+                {
+                    "schema": {
+                        "description": "an inline JSON Schema, or a file relative to the flow",
+                        "anyOf": [{"type": "object"}, {"type": "string", "minLength": 1}],
+                    }
+                },
+                required=("schema",),
+            ),
+        ]
+    }
+    two_bodies = [
+        {"required": [a, b]} for i, a in enumerate(p.BODY_FIELDS) for b in p.BODY_FIELDS[i + 1 :]
+    ]
+    request = _obj(
+        {
+            "method": {"enum": [*p.METHODS, *(m.lower() for m in p.METHODS)]},
+            "url": {**template, "description": "a path joined to base_url, or an http(s) URL"},
+            "headers": scalar_map,
+            "query": scalar_map,
+            "json": {"description": "a JSON body; strings inside are templates"},
+            "form": scalar_map,
+            "body": template,
+            "timeout": _DURATION,
+            "follow_redirects": {"type": "boolean"},
+            "tls": _obj({"verify": {"type": "boolean"}, "ca": {"type": "string"}}),
+            "auth": {"type": "string", "description": "an auth scheme, or none"},
+        },
+        required=("url",),
+    )
+    request["not"] = {"anyOf": two_bodies}
+    step = _obj(
+        {
+            "name": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"},
+            "request": request,
+            "extract": {
+                "type": "object",
+                "propertyNames": name_key,
+                "additionalProperties": extract,
+            },
+            "assert": {"type": "array", "items": assertion},
+            "retry": _obj(
+                {
+                    "count": {"type": "integer", "minimum": 0, "maximum": 20},
+                    "interval": _DURATION,
+                    "backoff": {"type": "number", "minimum": 1, "maximum": 10},
+                    "on": {"enum": list(p.RETRY_ON)},
+                }
+            ),
+            "allow_failure": {"type": "boolean"},
+            "critical": {"type": "boolean"},
+        },
+        required=("name", "request"),
+    )
+    secret = _one_of_keys(
+        {"env": {"type": "string", "pattern": identifier}, "file": {"type": "string"}}
+    )
+    return {
+        "step": step,
+        "variables": {
+            "type": "object",
+            "propertyNames": name_key,
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
+        "secrets": {"type": "object", "propertyNames": name_key, "additionalProperties": secret},
+        "labels": _STRING_MAP,
+    }
+
+
+def _probe_document(kind: str, props: Schema, required: tuple[str, ...], title: str) -> Schema:
+    from coalmine.probes import loader as p
+
+    return {
+        "$schema": DIALECT,
+        "title": title,
+        **_obj(
+            {"apiVersion": {"const": p.API_VERSION}, "kind": {"const": kind}, **props},
+            required=("apiVersion", "kind", *required),
+        ),
+        "$defs": _probe_defs(),
+    }
+
+
+_PROBE_NAME: Schema = {
+    "type": "string",
+    "maxLength": 63,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+}
+_STEPS: Schema = {"type": "array", "items": {"$ref": "#/$defs/step"}}
+
+
+def _probe_flow() -> Schema:
+    """A synthetic probe flow (``synthetics/*.yaml``)."""
+    from coalmine.probes import loader as p
+
+    environment = _obj(
+        {
+            "base_url": {"type": "string", "minLength": 1},
+            "variables": {"$ref": "#/$defs/variables"},
+            "secrets": {"$ref": "#/$defs/secrets"},
+        },
+        required=("base_url",),
+    )
+    props: Schema = {
+        "metadata": _obj(
+            {
+                "name": _PROBE_NAME,
+                "service": {"type": "string", "minLength": 1},
+                "owner": {"type": "string"},
+                "labels": {"$ref": "#/$defs/labels"},
+            },
+            required=("name", "service"),
+        ),
+        "slo": {
+            "description": "the SLO the final results count against",
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                _obj(
+                    {
+                        "name": {"type": "string", "minLength": 1},
+                        "objective": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "exclusiveMaximum": 100,
+                            "description": "percent, e.g. 99.9",
+                        },
+                    },
+                    required=("name",),
+                ),
+            ],
+        },
+        "schedule": _obj(
+            {
+                "interval": {**_DURATION, "description": "default 1m"},
+                "jitter": {**_DURATION, "description": "default 0; shorter than interval"},
+                "timeout": {**_DURATION, "description": "a whole run; default 30s"},
+                "locations": {
+                    "type": "array",
+                    "minItems": 1,
+                    "uniqueItems": True,
+                    "items": {"type": "string", "minLength": 1},
+                },
+                "versions": {
+                    "type": "array",
+                    "uniqueItems": True,
+                    "items": {"enum": list(p.VERSIONS)},
+                },
+            }
+        ),
+        "uses": {
+            "type": "array",
+            "uniqueItems": True,
+            "items": {"type": "string", "minLength": 1},
+            "description": "library files, relative to this file",
+        },
+        "auth": {"type": "string", "not": {"const": p.NO_AUTH}, "description": "default scheme"},
+        "session": {"type": "string", "description": "login steps from a library"},
+        "variables": {"$ref": "#/$defs/variables"},
+        "secrets": {"$ref": "#/$defs/secrets"},
+        "environments": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$"},
+            "additionalProperties": environment,
+        },
+        "steps": {**_STEPS, "minItems": 1},
+        "finally": _STEPS,
+    }
+    return _probe_document(
+        p.FLOW_KIND, props, ("metadata", "environments", "steps"), "coalmine ProbeFlow"
+    )
+
+
+def _probe_library() -> Schema:
+    """Shared auth schemes, sessions and variables (``synthetics/lib/*.yaml``)."""
+    from coalmine.probes import loader as p
+
+    schemes = []
+    for kind, (required, optional) in p.AUTH_TYPES.items():
+        fields: Schema = {"type": {"const": kind}}
+        for key in (*required, *optional):
+            fields[key] = {"type": "string", "minLength": 1}
+        if "scopes" in fields:
+            fields["scopes"] = {"type": "array", "items": {"type": "string", "minLength": 1}}
+        schemes.append(_obj(fields, required=("type", *required)))
+    props: Schema = {
+        "metadata": _obj(
+            {
+                "name": _PROBE_NAME,
+                "owner": {"type": "string"},
+                "labels": {"$ref": "#/$defs/labels"},
+            },
+            required=("name",),
+        ),
+        "auth": {
+            "type": "object",
+            "propertyNames": {"pattern": _PROBE_NAME["pattern"], "not": {"const": p.NO_AUTH}},
+            "additionalProperties": {"oneOf": schemes},
+        },
+        "sessions": {
+            "type": "object",
+            "propertyNames": {"pattern": _PROBE_NAME["pattern"]},
+            "additionalProperties": _obj({"steps": {**_STEPS, "minItems": 1}}, required=("steps",)),
+        },
+        "variables": {"$ref": "#/$defs/variables"},
+        "secrets": {"$ref": "#/$defs/secrets"},
+    }
+    return _probe_document(p.LIBRARY_KIND, props, ("metadata",), "coalmine ProbeLibrary")
