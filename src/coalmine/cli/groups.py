@@ -13,6 +13,7 @@ GROUPS = (
     "coalmine.cli.spec_cmds",
     "coalmine.cli.router_cmds",
     "coalmine.cli.analyze_cmds",
+    "coalmine.cli.probes_cmds",
 )
 
 
