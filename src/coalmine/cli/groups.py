@@ -14,6 +14,7 @@ GROUPS = (
     "coalmine.cli.router_cmds",
     "coalmine.cli.analyze_cmds",
     "coalmine.cli.probes_cmds",
+    "coalmine.cli.slo_cmds",
 )
 
 

@@ -22,7 +22,15 @@ from coalmine.spec.loader import (
 from coalmine.spec.resolve import ROUTER_QUERIES, ROUTER_VERSIONS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-KINDS = ("rollout", "analysis-template", "config", "replay-data", "probe-flow", "probe-library")
+KINDS = (
+    "rollout",
+    "analysis-template",
+    "config",
+    "replay-data",
+    "probe-flow",
+    "probe-library",
+    "slos",
+)
 
 Schema = dict[str, Any]
 
@@ -342,12 +350,20 @@ def json_schema(kind: str) -> dict[str, Any]:
         "replay-data": _replay_data,
         "probe-flow": _probe_flow,
         "probe-library": _probe_library,
+        "slos": _slos,
     }
     if kind not in builders:
         from coalmine.errors import SpecError
 
         raise SpecError(f"unknown schema {kind!r}", hint="one of: " + ", ".join(KINDS))
     return builders[kind]()
+
+
+def _slos() -> Schema:
+    """slos.yaml (coalmine's SLOSet; see docs/slo.md)."""
+    from coalmine.slo.schema import slos_schema
+
+    return slos_schema()
 
 
 def _replay_data() -> Schema:

@@ -1,0 +1,174 @@
+"""``coalmine slo validate|status|explain`` on a SQLite store filled with buckets."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from coalmine.cli import slo_cmds
+from coalmine.slo.engine import Bucket
+from coalmine.slo.store import SloBucketStore
+from coalmine.store.open import open_store
+
+NOW = 1_717_200_000  # 2024-06-01T00:00:00Z, a whole minute
+MINUTE, HOUR, DAY = 60, 3600, 86400
+
+SLOS = """\
+apiVersion: coalmine.dev/v1
+kind: SLOSet
+slos:
+  - name: shop-availability
+    service: shop
+    objective: 99
+    sli: {type: availability, source: router}
+    window: 7d
+  - name: api-latency
+    service: api
+    objective: 99
+    sli: {type: latency, threshold: 300ms, source: router}
+    window: 7d
+"""
+
+
+def cli() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None: ...
+
+    slo_cmds.register(app)
+    return app
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """slos.yaml and a state database with 2 days of buckets, no coalmine.yaml."""
+    (tmp_path / "slos.yaml").write_text(SLOS, encoding="utf-8")
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COALMINE_DATABASE_URL", url)
+    monkeypatch.delenv("COALMINE_CONFIG", raising=False)
+    monkeypatch.delenv("COALMINE_SLOS", raising=False)
+    store = open_store(url)
+    buckets = SloBucketStore(store.engine)
+    start = NOW - 2 * DAY
+    # shop: 0.4% errors all along (burn 0.4 against 1% allowed)
+    buckets.put(
+        "shop-availability",
+        [Bucket(start + i * MINUTE, 996, 1000) for i in range(2 * 1440)],
+    )
+    # api: clean, then the last 5 minutes at 50% slow
+    buckets.put("api-latency", [Bucket(start + i * MINUTE, 100, 100) for i in range(2 * 1440 - 5)])
+    buckets.add("api-latency", [Bucket(NOW - (i + 1) * MINUTE, 50, 100) for i in range(5)])
+    store.close()
+    return tmp_path
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli(), ["slo", *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_status_text(workdir: Path) -> None:
+    code, out, _ = run("status", "--at", str(NOW), "--no-collect")
+    assert code == 0, out
+    shop = out.split("\n\n")[0]
+    assert shop.startswith(
+        "shop-availability (shop): objective 99% availability from router, rolling 7d, occurrences"
+    )
+    assert "SLI 99.600% (11520 bad of 2880000 since" in shop
+    assert (
+        "budget 60.0% left (consumed 40.0%: 11520 of 28800 allowed) -> release tier normal" in shop
+    )
+    assert "burn rate: 5m 0.4  30m 0.4  1h 0.4  2h 0.4  6h 0.4  1d 0.4  3d 0.4" in shop
+    # the 7d table: 3.36, 1.4, 0.7, 0.233: only the slowest ticket burns
+    assert "alert state: ticket (page-1h ok, page-6h ok, ticket-1d ok, ticket-3d firing)" in shop
+    assert "budget exhausted in 10d12h at the 1h burn rate" in shop  # 0.6 x 7d / 0.4
+    api = out.split("\n\n")[1]
+    assert "alert state: page (page-1h firing" in api
+
+
+def test_status_json_and_service_filter(workdir: Path) -> None:
+    code, out, _ = run("status", "--at", str(NOW), "--no-collect", "--service", "shop", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert data["now"] == NOW and [s["slo"] for s in data["slos"]] == ["shop-availability"]
+    shop = data["slos"][0]
+    assert shop["budget"]["remaining"] == pytest.approx(0.6)
+    assert shop["tier"] == "normal" and shop["state"] == "ticket"
+    assert {w["window"]: w["burn_rate"] for w in shop["windows"]} == pytest.approx(
+        {"5m": 0.4, "30m": 0.4, "1h": 0.4, "2h": 0.4, "6h": 0.4, "1d": 0.4, "3d": 0.4}
+    )
+    three_days = next(r for r in shop["rules"] if r["name"] == "ticket-3d")
+    assert (
+        three_days["state"] == "firing" and three_days["long"]["bad"] == 2 * 1440 * 4
+    )  # 2 days of data
+
+
+def test_explain_in_numbers_and_its_prediction_holds(workdir: Path) -> None:
+    code, out, _ = run("explain", "shop-availability", "--at", str(NOW), "--no-collect")
+    assert code == 0, out
+    assert "ticket-3d (ticket): FIRING: factor 0.2333 x 1% = error ratio above 0.2333%" in out
+    assert "long  3d: 11520 bad of 2880000 = 0.400%, burn 0.4: above (clipped" not in out
+    assert "short 6h: 1440 bad of 360000 = 0.400%, burn 0.4: above" in out
+    assert "page-1h (page): OK: factor 3.36 x 1% = error ratio above 3.36%" in out
+    assert "release tier normal:" in out and "  feature: allowed: normal:" in out
+    data = json.loads(
+        run("explain", "shop-availability", "--at", str(NOW), "--no-collect", "--json")[1]
+    )
+    page = next(r for r in data["rules"] if r["name"] == "page-1h")
+    more = page["more_bad_events_to_fire"]
+    assert f"{more} more bad event(s) now would fire it" in out
+    assert data["release"]["fix"]["allowed"] is True and data["tier"] == "normal"
+    # add exactly that many bad events in the last minute: the page fires
+    store = open_store(f"sqlite:///{workdir / 'state.db'}")
+    SloBucketStore(store.engine).add("shop-availability", [Bucket(NOW - MINUTE, 0, more)])
+    store.close()
+    again = json.loads(
+        run("explain", "shop-availability", "--at", str(NOW), "--no-collect", "--json")[1]
+    )
+    assert next(r for r in again["rules"] if r["name"] == "page-1h")["state"] == "firing"
+
+
+def test_validate_ok_and_bad_input_is_one_line_with_exit_2(workdir: Path) -> None:
+    code, out, _ = run("validate", "slos.yaml")
+    assert code == 0 and out.strip() == "ok: 2 SLOs (shop-availability, api-latency)"
+    (workdir / "bad.yaml").write_text(SLOS.replace("objective: 99\n", "objective: 100\n", 1))
+    code, out, err = run("validate", "bad.yaml")
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "coalmine: error: bad.yaml:6: slos[0].objective: the objective must be strictly between "
+        "0 and 100 (percent), got 100 (hint: e.g. 99.9 for 99.9% good events)"
+    ]
+    code, _, err = run("status", "--slos", "bad.yaml", "--no-collect")
+    assert code == 2 and "bad.yaml:6: slos[0].objective" in err
+
+
+def test_unknown_names_and_services(workdir: Path) -> None:
+    code, _, err = run("explain", "shop-availabilty", "--no-collect")
+    assert code == 2
+    assert err.strip() == (
+        "coalmine: error: NAME: no SLO named 'shop-availabilty' "
+        "(hint: did you mean 'shop-availability'?)"
+    )
+    code, _, err = run("status", "--service", "shopp", "--no-collect")
+    assert code == 2 and "--service: no SLO for service 'shopp'" in err
+    code, _, err = run("status", "--at", "yesterday", "--no-collect")
+    assert code == 2 and "--at: expected epoch seconds or an RFC 3339 time" in err
+
+
+def test_validate_warns_about_low_traffic(tmp_path: Path) -> None:
+    text = SLOS.replace("objective: 99\n", "objective: 99.9\n    traffic: 1/m\n", 1)
+    (tmp_path / "low.yaml").write_text(textwrap.dedent(text))
+    result = CliRunner().invoke(cli(), ["slo", "validate", str(tmp_path / "low.yaml"), "--json"])
+    data = json.loads(result.stdout)
+    assert data["ok"] is True
+    # 99.9% over 7d: one failure among 60 an hour (page-1h) or 360 in 6h (page-6h) pages
+    assert len(data["warnings"]) == 2
+    assert "a single failed event would fire page-1h (page)" in data["warnings"][0]
+    assert "a single failed event would fire page-6h (page)" in data["warnings"][1]
