@@ -1,3 +1,7 @@
 """Shared test fixtures."""
 
-pytest_plugins = ["tests.fixtures.postgres", "tests.fixtures.prometheus"]
+pytest_plugins = [
+    "tests.fixtures.postgres",
+    "tests.fixtures.prometheus",
+    "tests.fixtures.alertmanager",
+]
