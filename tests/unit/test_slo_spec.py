@@ -61,7 +61,7 @@ def test_the_example_loads() -> None:
     shop, latency, probes, prom = slos.slos
     assert isinstance(shop.sli.source, RouterSource) and shop.traffic_per_s == 20
     assert [r.factor for r in shop.alerting] == pytest.approx([14.4, 6, 3, 1])
-    assert latency.sli.threshold_ms == 300 and latency.window.timezone == "Europe/Berlin"
+    assert latency.sli.threshold_ms == 250 and latency.window.timezone == "Europe/Berlin"
     assert isinstance(probes.sli.source, ProbeSource)
     assert probes.sli.source.flows == ("maestro-api-canary",)
     assert probes.budgeting.method == "timeslices" and probes.missing_data == "bad"

@@ -90,6 +90,85 @@ def _summary(slo: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------- shared
 
 
+def _write(text: str, output: Path) -> None:
+    """Write ``text`` to ``output`` (``-``: standard output) whole or not at all."""
+    if str(output) == "-":
+        sys.stdout.write(text)
+        return
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(output.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(output)
+    except OSError as err:
+        raise CoalmineError(f"cannot write {output}: {err.strerror}", field="--output") from None
+    print(f"wrote {output}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------- generation
+
+
+@slo_app.command("rules")
+def rules_cmd(
+    slos_file: Path | None = SLOS_OPTION,
+    service: str | None = typer.Option(None, "--service", "-s", help="Only this service's SLOs."),
+    output: Path = typer.Option(Path("-"), "--output", "-o", help="Rule file (default: stdout)."),
+) -> None:
+    """Write Prometheus recording and multi-window multi-burn-rate alerting rules (check them
+    with `promtool check rules`). SLOs that PromQL cannot express are skipped with a warning."""
+    from coalmine.slo.loader import load_slos
+    from coalmine.slo.rules import RuleInput, render_rules, rule_input_from_slo
+
+    try:
+        slo_set = load_slos([_slos_path(slos_file)])
+        inputs: list[RuleInput] = []
+        for slo in slo_set.slos:
+            if service is not None and slo.service != service:
+                continue
+            try:
+                inputs.append(rule_input_from_slo(slo))
+            except CoalmineError as err:
+                print(f"warning: skipped {slo.name}: {err.one_line()}", file=sys.stderr)
+        if not inputs:
+            raise CoalmineError(
+                "no SLO to write rules for" + (f" of service {service!r}" if service else ""),
+                hint="rules cover router and prometheus SLIs; coalmine evaluates probe SLIs itself",
+            )
+        for inp in inputs:
+            for note in inp.notes:
+                print(f"note: {inp.slo}: {note}", file=sys.stderr)
+        _write(render_rules(inputs), output)
+    except CoalmineError as err:
+        raise _fail(err) from None
+
+
+@slo_app.command("alertmanager")
+def alertmanager_cmd(
+    output: Path = typer.Option(
+        Path("alertmanager/canary-routes.yaml"), "--output", "-o", help="Config file (- stdout)."
+    ),
+    coalmine_url: str | None = typer.Option(
+        None, "--coalmine-url", help="coalmine's webhook (`coalmine slo webhook` listens there)."
+    ),
+    page: list[str] = typer.Option([], "--page-webhook", help="Also send pages here."),
+    ticket: list[str] = typer.Option([], "--ticket-webhook", help="Also send tickets here."),
+) -> None:
+    """Write the Alertmanager routes: pages and tickets to their receivers, pages to coalmine
+    (rollback on burn), tickets inhibited by a page of the same SLO. Check with
+    `amtool check-config`."""
+    from coalmine.slo.alertmanager import DEFAULT_WEBHOOK_URL, render_alertmanager
+
+    try:
+        text = render_alertmanager(
+            coalmine_url=coalmine_url or DEFAULT_WEBHOOK_URL,
+            page_webhooks=page,
+            ticket_webhooks=ticket,
+        )
+        _write(text, output)
+    except CoalmineError as err:
+        raise _fail(err) from None
+
+
 def _slos_path(given: Path | None) -> Path:
     path = given or Path(os.environ.get("COALMINE_SLOS", "slos.yaml"))
     if not path.exists():
