@@ -5,7 +5,13 @@ from __future__ import annotations
 import runpy
 import sys
 
-BENCHES = ("bench.router_bench", "bench.rollback_bench", "bench.demo_bench", "bench.judge")
+BENCHES = (
+    "bench.router_bench",
+    "bench.rollback_bench",
+    "bench.demo_bench",
+    "bench.judge",
+    "bench.probes_bench",
+)
 
 
 def main() -> None:

@@ -81,7 +81,9 @@ def test_sensitive_headers_are_masked_and_their_values_learned() -> None:
             ("Content-Type", "application/json"),
         ]
     )
-    assert r.redact("echo 0123456789abcdef tok-ffffeeeeddddcccc sid-1234567890") == "echo *** *** ***"
+    assert (
+        r.redact("echo 0123456789abcdef tok-ffffeeeeddddcccc sid-1234567890") == "echo *** *** ***"
+    )
     assert r.redact_header("Set-Cookie", "session=0123; Path=/") == "session=***; Path=/"
     assert r.redact_header("Cookie", "a=1; b=2") == "a=***; b=***"
     assert r.redact_header("Authorization", "Basic Zm9vOmJhcg==") == "Basic ***"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 
 import pytest
 
@@ -12,7 +13,7 @@ from coalmine.probes.template import Scope, TemplateError, render, render_json, 
 NOW = 1_700_000_000.25
 
 
-def scope(*layers: dict[str, object], seed: int = 7, **kw: object) -> Scope:
+def scope(*layers: Mapping[str, object], seed: int = 7) -> Scope:
     secrets = {"api_key": "k-123456789"}
 
     def secret(name: str) -> str:
@@ -26,15 +27,12 @@ def scope(*layers: dict[str, object], seed: int = 7, **kw: object) -> Scope:
         environ={"REGION": "eu-west-1"},
         clock=lambda: NOW,
         rng=random.Random(seed),
-        **kw,  # type: ignore[arg-type]
     )
 
 
 def test_variables_secrets_and_env_are_substituted() -> None:
     s = scope({"base_url": "http://h:1", "order_id": "ord-1"})
-    out = render(
-        "{{ base_url }}/orders/{{order_id}}?k={{ secrets.api_key }}&r={{ env.REGION }}", s
-    )
+    out = render("{{ base_url }}/orders/{{order_id}}?k={{ secrets.api_key }}&r={{ env.REGION }}", s)
     assert out == "http://h:1/orders/ord-1?k=k-123456789&r=eu-west-1"
 
 
@@ -76,7 +74,9 @@ def test_generators_are_deterministic_with_an_injected_clock_and_rng() -> None:
     assert render_value("{{ timestamp_ms }}", a) == 1_700_000_000_250
     assert render_value("{{ iso_now }}", a) == "2023-11-14T22:13:20.250Z"
     value = render_value("{{ uuid }}", a)
-    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value)
+    assert re.fullmatch(
+        r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", value
+    )
     assert re.fullmatch(r"[0-9a-f]{16}", render_value("{{ random_hex }}", a))
     number = render_value("{{ random_int }}", a)
     assert isinstance(number, int) and 0 <= number < 2**31
@@ -91,7 +91,9 @@ def test_each_generator_reference_is_fresh_but_a_variable_is_rendered_once_per_r
 
 
 def test_variables_can_use_other_variables_but_not_themselves() -> None:
-    s = scope({"host": "h", "url": "http://{{ host }}/x", "loop": "{{ loop2 }}", "loop2": "{{ loop }}"})
+    s = scope(
+        {"host": "h", "url": "http://{{ host }}/x", "loop": "{{ loop2 }}", "loop2": "{{ loop }}"}
+    )
     assert render("{{ url }}", s) == "http://h/x"
     with pytest.raises(TemplateError, match="refers to itself"):
         render("{{ loop }}", s)

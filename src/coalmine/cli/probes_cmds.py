@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from coalmine.errors import CoalmineError
+
+if TYPE_CHECKING:
+    from coalmine.probes.drift import StepRecording
+    from coalmine.probes.model import Flow, FlowResult, Version
+    from coalmine.probes.records import ResponseRecord
 
 probes_app = typer.Typer(
     name="probes",
@@ -79,6 +85,232 @@ def lint(
         raise typer.Exit(2)
     if findings:
         raise typer.Exit(1)
+
+
+ENV_OPT = typer.Option(..., "--env", "-e", help="The flow's environment (staging, prod...).")
+VERSION_OPT = typer.Option(
+    None, "--version", help="Pin every request to stable or canary (router override header)."
+)
+HEADER_OPT = typer.Option(
+    "X-Coalmine-Version", "--override-header", help="The router's version override header."
+)
+
+
+def _flows(paths: list[Path], name: str | None) -> list[Flow]:
+    from coalmine.probes.loader import load_flows
+
+    flows = load_flows(paths)
+    if name is not None:
+        flows = [f for f in flows if f.name == name]
+        if not flows:
+            raise CoalmineError(f"no flow named {name!r} in {', '.join(map(str, paths))}")
+    return flows
+
+
+def _version(value: str | None) -> Version | None:
+    if value not in (None, "stable", "canary"):
+        raise CoalmineError(f"--version must be stable or canary, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+@probes_app.command()
+def run(
+    paths: list[Path] = PATHS_ARG,
+    env: str = ENV_OPT,
+    flow_name: str | None = typer.Option(None, "--flow", help="Run only this flow."),
+    version: str | None = VERSION_OPT,
+    location: str = typer.Option("local", "--location", help="Location label of the results."),
+    record: Path | None = typer.Option(
+        None, "--record", help="Save the responses' shapes to FILE, for `replay` later."
+    ),
+    override_header: str = HEADER_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Run flows once and print every step: status, timing phases, assertions. Exit code 1 when a
+    flow fails."""
+    import asyncio
+
+    from coalmine.probes.runner import ProbeRunner
+    from coalmine.probes.store import result_to_dict
+
+    flows = _flows(paths, flow_name)
+    if record is not None and len(flows) != 1:
+        raise CoalmineError("--record needs exactly one flow", hint="select it with --flow NAME")
+    recorded: list[ResponseRecord] = []
+    runner = ProbeRunner(override_header=override_header, on_response=recorded.append)
+
+    async def run_all() -> list[FlowResult]:
+        return [
+            await runner.run(f, env, location=location, version=_version(version)) for f in flows
+        ]
+
+    results = asyncio.run(run_all())
+    if record is not None:
+        _write_recording(record, flows[0], env, recorded)
+    if as_json:
+        typer.echo(json.dumps([result_to_dict(r) for r in results], indent=2))
+    else:
+        from coalmine.cli.probe_view import print_result
+
+        for result in results:
+            print_result(result)
+    if not all(r.success for r in results):
+        raise typer.Exit(1)
+
+
+def _write_recording(path: Path, flow: Flow, env: str, records: list[ResponseRecord]) -> None:
+    import time
+
+    from coalmine.probes.drift import RECORDING_VERSION, StepRecording
+
+    steps = {
+        r.step: StepRecording.from_response(r.status, r.headers, r.body).to_dict()
+        for r in records  # the last attempt of a step wins
+    }
+    data = {
+        "version": RECORDING_VERSION,
+        "flow": flow.name,
+        "environment": env,
+        "recorded_at": time.time(),
+        "steps": steps,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    typer.echo(f"recorded {len(steps)} step(s) of {flow.name} to {path}", err=True)
+
+
+def _read_recording(path: Path) -> dict[str, StepRecording]:
+    from coalmine.probes.drift import RECORDING_VERSION, StepRecording
+
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CoalmineError(
+            f"recording {path} not found", hint="make one with `run --record FILE`"
+        ) from None
+    except (OSError, ValueError) as err:
+        raise CoalmineError(f"cannot read recording {path}: {err}") from None
+    if not isinstance(data, dict) or data.get("version") != RECORDING_VERSION:
+        raise CoalmineError(
+            f"{path} is not a probe recording (version {RECORDING_VERSION})",
+            hint="make one with `run --record FILE`",
+        )
+    steps = data.get("steps")
+    if not isinstance(steps, dict):
+        raise CoalmineError(f"{path}: field 'steps' must be a mapping")
+    return {name: StepRecording.from_dict(step) for name, step in steps.items()}
+
+
+@probes_app.command()
+def replay(
+    paths: list[Path] = PATHS_ARG,
+    recording: Path = typer.Option(..., "--recording", help="A file written by `run --record`."),
+    env: str = ENV_OPT,
+    flow_name: str | None = typer.Option(None, "--flow", help="The flow (when several)."),
+    version: str | None = VERSION_OPT,
+    override_header: str = HEADER_OPT,
+    as_json: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
+) -> None:
+    """Probe drift: run the flow now and report response fields that appeared, vanished or
+    changed type since the recording. Exit code 1 when something drifted."""
+    import asyncio
+    import dataclasses
+
+    from coalmine.probes.drift import StepRecording, compare
+    from coalmine.probes.runner import ProbeRunner
+
+    before = _read_recording(recording)
+    flows = _flows(paths, flow_name)
+    if len(flows) != 1:
+        raise CoalmineError("replay needs exactly one flow", hint="select it with --flow NAME")
+    records: list[ResponseRecord] = []
+    runner = ProbeRunner(override_header=override_header, on_response=records.append)
+    result = asyncio.run(runner.run(flows[0], env, version=_version(version)))
+    now = {r.step: StepRecording.from_response(r.status, r.headers, r.body) for r in records}
+    changes = compare(before, now)
+    if as_json:
+        report = {
+            "flow": result.flow,
+            "success": result.success,
+            "drift": [dataclasses.asdict(c) for c in changes],
+        }
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        for change in changes:
+            typer.echo(change.sentence())
+        if not changes:
+            typer.echo(f"no drift: {len(now)} step(s) match the recording")
+    if changes:
+        raise typer.Exit(1)
+
+
+@probes_app.command()
+def serve(
+    paths: list[Path] = PATHS_ARG,
+    env: str = ENV_OPT,
+    listen: str = typer.Option("127.0.0.1:9116", "--listen", help="Address of /metrics etc."),
+    concurrency: int = typer.Option(16, "--concurrency", min=1, help="Runs at the same time."),
+    location: str | None = typer.Option(None, "--location", help="Only flows of this location."),
+    jsonl: Path | None = typer.Option(None, "--jsonl", help="Also append results to FILE (-)."),
+    sink_url: str | None = typer.Option(None, "--sink-url", help="Also POST results here."),
+    database_url: str | None = typer.Option(
+        None, "--database-url", help="State store (default $COALMINE_DATABASE_URL or SQLite)."
+    ),
+    override_header: str = HEADER_OPT,
+) -> None:
+    """Run every flow on its schedule (jitter, bounded concurrency, no overlapping runs) and
+    serve /metrics, /healthz, /results and /sli. Stops on Ctrl-C or SIGTERM."""
+    import asyncio
+    import os
+    import signal
+
+    from coalmine.probes.runner import ProbeRunner
+    from coalmine.probes.scheduler import as_run_flow
+    from coalmine.probes.server import serve as serve_flows
+    from coalmine.probes.sinks import HttpSink, JsonlFileSink, ResultSink
+    from coalmine.probes.store import ProbeStore
+    from coalmine.store.open import DEFAULT_URL, open_store
+
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise CoalmineError(f"--listen must be HOST:PORT, got {listen!r}")
+    flows = _flows(paths, None)
+    store = open_store(database_url or os.environ.get("COALMINE_DATABASE_URL") or DEFAULT_URL)
+    sinks: list[ResultSink] = []
+    if jsonl is not None:
+        sinks.append(JsonlFileSink(jsonl))
+    if sink_url is not None:
+        sinks.append(HttpSink(sink_url))
+    runner = ProbeRunner(override_header=override_header)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        stats = await serve_flows(
+            flows,
+            env,
+            run=as_run_flow(runner),
+            stop_event=stop,
+            sinks=sinks,
+            host=host,
+            port=int(port),
+            concurrency=concurrency,
+            store=ProbeStore(store),
+            location=location,
+            on_ready=lambda url: typer.echo(f"serving {len(flows)} flow(s) on {url}", err=True),
+        )
+        typer.echo(
+            f"stopped: {stats.on_time} of {stats.scheduled} scheduled runs started on time",
+            err=True,
+        )
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -42,6 +42,7 @@ from coalmine.durations import parse_duration
 from coalmine.errors import SpecError
 from coalmine.metrics.jsonpath import compile_path
 from coalmine.probes.model import (
+    NO_AUTH,
     OPERATORS,
     Assertion,
     AuthScheme,
@@ -78,7 +79,6 @@ __all__ = [
 API_VERSION = "coalmine.dev/v1"
 FLOW_KIND = "ProbeFlow"
 LIBRARY_KIND = "ProbeLibrary"
-NO_AUTH = "none"  # request.auth: none -> no auth for this request, whatever the default
 
 FLOW_FIELDS = (
     "apiVersion",
@@ -128,7 +128,7 @@ VERSIONS = ("stable", "canary")
 # Auth scheme type -> (required settings, optional settings).
 AUTH_TYPES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "oauth2_client_credentials": (
-        ("token_url", "client_id", "client_secret"), ("scopes", "audience"),
+        ("token_url", "client_id", "client_secret"), ("scopes", "audience", "client_auth"),
     ),
     "bearer": (("token",), ()),
     "api_key": (("value",), ("header", "query")),

@@ -52,6 +52,9 @@ class TLSOptions:
     ca_file: str | None = None  # PEM bundle, resolved relative to the flow file
 
 
+NO_AUTH = "none"  # request ``auth: none``: no auth for this request, whatever the default
+
+
 @dataclass(frozen=True)
 class Request:
     method: str  # upper case: GET POST PUT PATCH DELETE HEAD OPTIONS
@@ -64,7 +67,7 @@ class Request:
     timeout_s: float | None = None  # None: the flow's schedule.timeout
     follow_redirects: bool = True
     tls: TLSOptions = TLSOptions()
-    auth: str | None = None  # name of an AuthScheme; None: the flow's default auth
+    auth: str | None = None  # an AuthScheme's name, NO_AUTH, or None: the flow's default
 
 
 # --------------------------------------------------------------------------- captures
