@@ -15,6 +15,7 @@ GROUPS = (
     "coalmine.cli.analyze_cmds",
     "coalmine.cli.probes_cmds",
     "coalmine.cli.slo_cmds",
+    "coalmine.cli.slo_webhook_cmd",
 )
 
 

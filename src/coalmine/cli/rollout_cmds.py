@@ -30,6 +30,8 @@ rollout_app = typer.Typer(help="Start, follow and steer rollouts.", no_args_is_h
 controller_app = typer.Typer(help="Run the controller that drives rollouts.", no_args_is_help=True)
 
 MODE_OPTION = typer.Option("live", "--mode", help="live (terminal panel), plain or json")
+ROLLOUT_CLASSES = ("feature", "fix", "rollback")
+BUDGET_REFRESH_S = 10.0  # the controller evaluates a rollout's SLOs at most this often
 
 
 def register(app: typer.Typer) -> None:
@@ -46,8 +48,15 @@ def prepare_rollout(
     env_name: str,
     name: str | None,
     time_scale: float,
+    *,
+    rollout_class: str | None = None,
+    slo_files: list[Path] | None = None,
+    accelerate: bool = False,
 ) -> tuple[RolloutRecord, Any]:
-    """Load and check everything, and return the record to store and the plan. Writes nothing."""
+    """Load and check everything, and return the record to store and the plan. Writes nothing.
+
+    ``rollout_class`` (``--class``) overrides the ``coalmine.dev/class`` annotation;
+    ``slo_files`` (``--slos``) replace the environment's ``slos:`` list."""
     from coalmine.rollout.plan import build_plan, snapshot
     from coalmine.spec.loader import load_bundle
     from coalmine.spec.resolve import check_runnable
@@ -88,18 +97,55 @@ def prepare_rollout(
             hint="add it under environments." + env_name + ".services, or set the annotation "
             "coalmine.dev/service",
         )
-    plan = build_plan(bundle, name, service, time_scale)
+    if rollout_class is not None and rollout_class not in ROLLOUT_CLASSES:
+        raise CoalmineError(
+            f"unknown rollout class {rollout_class!r}",
+            field="--class",
+            hint="use one of: " + ", ".join(ROLLOUT_CLASSES),
+        )
+    slo_paths = tuple(str(p) for p in slo_files) if slo_files else environment.slos
+    slos = _load_slos(slo_paths)
+    plan = build_plan(
+        bundle,
+        name,
+        service,
+        time_scale,
+        rollout_class=rollout_class,
+        slos=slos,
+        accelerate=accelerate,
+    )
     now = time.time()
     record = RolloutRecord(
         name=name,
         revision=0,
         phase=str(RolloutPhase.PENDING),
         state=RolloutState().to_dict(),
-        spec=snapshot([str(f) for f in files], service, env_name, time_scale),
+        spec=snapshot(
+            [str(f) for f in files],
+            service,
+            env_name,
+            time_scale,
+            slo_paths=slo_paths,
+            rollout_class=rollout_class,
+            accelerate=accelerate,
+        ),
         created_at=now,
         updated_at=now,
     )
     return record, plan
+
+
+def _load_slos(paths: tuple[str, ...]) -> tuple[Any, ...]:
+    from coalmine.slo.loader import load_slos
+
+    for path in paths:
+        if not Path(path).exists():
+            raise CoalmineError(
+                f"SLO file {path} not found",
+                field="--slos",
+                hint="give a slos.yaml or OpenSLO file",
+            )
+    return load_slos(list(paths)).slos if paths else ()
 
 
 async def seed_generation(record: RolloutRecord, service: ServiceConfig) -> RolloutRecord:
@@ -120,10 +166,37 @@ async def seed_generation(record: RolloutRecord, service: ServiceConfig) -> Roll
     return replace(record, state=state.to_dict())
 
 
-def make_controller(store: Store, environment: Environment) -> Any:
+def make_controller(
+    store: Store, environment: Environment, slo_files: list[Path] | None = None
+) -> Any:
+    """The controller with the SLO engine as its budget source. ``slo_files``
+    (``controller run --slos``): these SLOs replace the ones each rollout started with."""
+    from dataclasses import replace
+
+    from coalmine.rollout.budget_source import SloBudgetSource
     from coalmine.rollout.runner import Controller
     from coalmine.rollout.snapshot import plan_from_record, service_of
+    from coalmine.slo.evaluate import SloEvaluator
+    from coalmine.slo.store import SloBucketStore
     from coalmine.traffic.client import RouterClient
+
+    override = _load_slos(tuple(str(p) for p in slo_files)) if slo_files else None
+
+    def plan_for(record: RolloutRecord) -> Any:
+        plan = plan_from_record(record)
+        if override is None:
+            return plan
+        return replace(plan, slos=tuple(s for s in override if s.service == plan.rollout.service))
+
+    def admin(service: str) -> str | None:
+        found = environment.services.get(service)
+        return None if found is None else found.router.admin
+
+    budget = None
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        evaluator = SloEvaluator(SloBucketStore(engine), probe_db=engine, router_admin=admin)
+        budget = SloBudgetSource(evaluator, refresh_s=BUDGET_REFRESH_S)
 
     routers: dict[str, RouterClient] = {}
 
@@ -136,9 +209,10 @@ def make_controller(store: Store, environment: Environment) -> Any:
     return Controller(
         store=store,
         clock=SystemClock(),
-        plan_for=plan_from_record,
+        plan_for=plan_for,
         router_for=router_for,
         receipts_dir=Path(environment.receipts_dir),
+        budget_source=budget,
     )
 
 
@@ -186,11 +260,34 @@ def start(
         False, "--detach", help="only register it; a running `coalmine controller run` drives it"
     ),
     mode: str = MODE_OPTION,
+    rollout_class: str | None = typer.Option(
+        None,
+        "--class",
+        help="feature, fix or rollback, for the error-budget release policy (overrides the "
+        "coalmine.dev/class annotation; default feature)",
+    ),
+    slos: list[Path] | None = typer.Option(
+        None, "--slos", help="SLO files for the release policy (replace coalmine.yaml's slos:)"
+    ),
+    accelerate: bool = typer.Option(
+        False,
+        "--accelerate",
+        help="with a healthy budget (normal tier), shorten pauses by the SLO's accelerateFactor",
+    ),
 ) -> None:
     """Start a new revision of a rollout. Exit code 0 when it ends Healthy, 1 when rolled back."""
     cfg, environment = load_environment(config, env)
     env_name = env or cfg.default_environment
-    record, plan = prepare_rollout(files, environment, env_name, name, time_scale)
+    record, plan = prepare_rollout(
+        files,
+        environment,
+        env_name,
+        name,
+        time_scale,
+        rollout_class=rollout_class,
+        slo_files=slos,
+        accelerate=accelerate,
+    )
     service = environment.services[plan.rollout.service]
     record = asyncio.run(seed_generation(record, service))
     store = open_environment_store(environment)
@@ -199,6 +296,11 @@ def start(
         f"rollout {record.name} revision {record.revision} started "
         f"({len(plan.rollout.steps)} steps)"
     )
+    if plan.slos:
+        print(
+            f"release policy: class {plan.rollout_class}, SLOs "
+            + ", ".join(s.name for s in plan.slos)
+        )
     if detach:
         return
     final = asyncio.run(drive(store, environment, record.name, plan, mode))
@@ -382,6 +484,30 @@ def promote(
     _enqueue(name, "promote", {"full": full}, config, env)
 
 
+@rollout_app.command("approve")
+def approve(
+    name: str,
+    config: Path | None = CONFIG_OPTION,
+    env: str | None = ENV_OPTION,
+    emergency: bool = typer.Option(
+        False, "--emergency", help="declare an emergency: lets a release go on a frozen budget"
+    ),
+    reason: str | None = typer.Option(None, "--reason", help="kept with the decision"),
+) -> None:
+    """Approve a release the error-budget policy holds: a fix on a protected budget, or (with
+    --emergency) any release on an exhausted one."""
+    import getpass
+
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = "unknown"
+    args: dict[str, Any] = {"emergency": emergency, "by": who}
+    if reason:
+        args["reason"] = reason
+    _enqueue(name, "approve", args, config, env)
+
+
 _steering("pause", "Hold the rollout at its current step (analysis keeps watching).")
 _steering("resume", "Continue a paused rollout; an inconclusive analysis runs again.")
 _steering("abort", "Stop the rollout and send all traffic back to the stable version.")
@@ -399,13 +525,18 @@ def controller_run(
     exit_when_idle: bool = typer.Option(
         False, "--exit-when-idle", help="stop once no rollout is active"
     ),
+    slos: list[Path] | None = typer.Option(
+        None,
+        "--slos",
+        help="SLO files for the release policy, instead of those each rollout started with",
+    ),
 ) -> None:
     """Drive every active rollout of the environment until stopped (SIGTERM or Ctrl-C)."""
     import signal
 
     _, environment = load_environment(config, env)
     store = open_environment_store(environment)
-    controller = make_controller(store, environment)
+    controller = make_controller(store, environment, slos)
 
     async def main() -> None:
         stop = asyncio.Event()

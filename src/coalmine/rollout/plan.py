@@ -7,12 +7,22 @@ from typing import Any
 
 from coalmine.errors import SpecError
 from coalmine.rollout.state import Plan
+from coalmine.slo.spec import Slo
 from coalmine.spec.model import Analysis, Bundle, ServiceConfig, scale_durations
 
 
 def build_plan(
-    bundle: Bundle, rollout_name: str, service: ServiceConfig, time_scale: float = 1.0
+    bundle: Bundle,
+    rollout_name: str,
+    service: ServiceConfig,
+    time_scale: float = 1.0,
+    *,
+    rollout_class: str | None = None,
+    slos: tuple[Slo, ...] = (),
+    accelerate: bool = False,
 ) -> Plan:
+    """``rollout_class`` overrides the ``coalmine.dev/class`` annotation (default feature);
+    ``slos`` are the service's SLOs for the release policy."""
     from coalmine.spec.resolve import resolve_analysis
 
     if rollout_name not in bundle.rollouts:
@@ -37,6 +47,9 @@ def build_plan(
         background_metrics=background,
         stable_version=stable or "stable",
         time_scale=time_scale,
+        rollout_class=rollout_class or rollout.annotations.get("coalmine.dev/class") or "feature",
+        slos=tuple(s for s in slos if s.service == rollout.service),
+        accelerate=accelerate,
     )
 
 
@@ -60,14 +73,29 @@ def _unpack(
 
 
 def snapshot(
-    paths: list[str], service: ServiceConfig, environment: str, time_scale: float
+    paths: list[str],
+    service: ServiceConfig,
+    environment: str,
+    time_scale: float,
+    *,
+    slo_paths: tuple[str, ...] = (),
+    rollout_class: str | None = None,
+    accelerate: bool = False,
 ) -> dict[str, Any]:
-    """What the store keeps so that a restarted controller follows exactly the same plan."""
+    """What the store keeps so that a restarted controller follows exactly the same plan
+    (the SLO files too: the release policy does not change under a running rollout)."""
     from dataclasses import asdict
 
-    return {
+    out: dict[str, Any] = {
         "files": {str(p): Path(p).read_text() for p in paths},
         "service": asdict(service),
         "environment": environment,
         "time_scale": time_scale,
     }
+    if slo_paths:
+        out["slo_files"] = {str(p): Path(p).read_text() for p in slo_paths}
+    if rollout_class is not None:
+        out["rollout_class"] = rollout_class
+    if accelerate:
+        out["accelerate"] = True
+    return out

@@ -14,12 +14,19 @@ from typing import Any
 from coalmine.analysis import run as analysis_run
 from coalmine.analysis.run import RunState
 from coalmine.analysis.types import Measurement, Phase
+from coalmine.rollout.budget import (
+    BudgetObservation,
+    BurnSignal,
+    PolicyVerdict,
+    how_to_proceed,
+    release_policy,
+)
 from coalmine.rollout.state import PauseReason, PendingRollback, Plan, RolloutPhase, RolloutState
 from coalmine.spec.model import Analysis, Metric, Pause, SetHeaderRoute, SetWeight
 from coalmine.store.base import Command
 from coalmine.traffic.base import HeaderRoute, Routing
 
-COMMANDS = ("promote", "pause", "resume", "abort", "retry", "undo")
+COMMANDS = ("promote", "pause", "resume", "abort", "retry", "undo", "approve")
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,9 @@ class Observations:
     applied_generation: int | None = None  # the routing generation the router confirmed
     applied_at: float | None = None
     stale_router_generation: int | None = None  # the router refused ours: it is at this one
+    # the service's SLOs as last evaluated (None: not evaluated; unknown budget when the plan
+    # has SLOs)
+    budget: BudgetObservation | None = None
 
 
 @dataclass(frozen=True)
@@ -67,7 +77,7 @@ class Outcome:
 
 
 def reconcile(plan: Plan, state: RolloutState, obs: Observations, now: float) -> Outcome:
-    step = _Reconciler(plan, state, now)
+    step = _Reconciler(plan, state, now, obs.budget)
     if state.phase == RolloutPhase.PENDING:
         step.start()
     step.note_router(obs)
@@ -75,7 +85,11 @@ def reconcile(plan: Plan, state: RolloutState, obs: Observations, now: float) ->
         step.command(command)
     step.record(obs.measurements)
     if not step.state.phase.terminal:
+        step.watch_burn()
+    if not step.state.phase.terminal:
         step.watch_background()
+    if not step.state.phase.terminal:
+        step.recheck_held()
         step.advance()
     return step.outcome(tuple(c.id for c in obs.commands))
 
@@ -100,6 +114,11 @@ def command_problem(state: RolloutState, name: str) -> str | None:
         return f"the rollout is not paused ({phase})"
     if name == "pause" and state.pause_reason == PauseReason.USER:
         return "the rollout is already paused"
+    if name == "promote" and state.pause_reason == PauseReason.BUDGET:
+        return (
+            "the release policy holds it (error budget); approve it (a fix, or an emergency "
+            "with --emergency) or abort it"
+        )
     return None
 
 
@@ -149,10 +168,13 @@ def _status_word(phase: Phase) -> str:
 class _Reconciler:
     """One reconcile step. Mutable only while it runs; produces an immutable Outcome."""
 
-    def __init__(self, plan: Plan, state: RolloutState, now: float) -> None:
+    def __init__(
+        self, plan: Plan, state: RolloutState, now: float, budget: BudgetObservation | None = None
+    ) -> None:
         self.plan = plan
         self.state = state
         self.now = now
+        self.budget = budget
         self.actions: list[SetRouting] = []
         self.decisions: list[DecisionDraft] = []
         self.receipts: list[ReceiptDraft] = []
@@ -188,12 +210,18 @@ class _Reconciler:
         return self.plan.rollout.steps
 
     def _base_receipt(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "rollout": self.plan.name,
             "service": self.plan.rollout.service,
             "version": self.plan.rollout.canary_version,
             "previous_version": self.plan.stable_version,
         }
+        if self.plan.slos:
+            out["rollout_class"] = self.plan.rollout_class
+            out["budget_policy"] = self.state.budget
+            if self.state.approval is not None:
+                out["approval"] = self.state.approval
+        return out
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -205,6 +233,16 @@ class _Reconciler:
             message=f"started: {len(self.steps)} steps",
         )
         self.decide("started", f"rollout started with {len(self.steps)} steps")
+        if not self.plan.slos:
+            self.decide(
+                "budget-policy",
+                f"no SLO for service {self.plan.rollout.service!r}: the error-budget release "
+                "policy does not apply",
+            )
+        elif self.budget is not None and self.plan.rollout_class in ("fix", "rollback"):
+            for burn in self.budget.page_burns():
+                # the incident a fix (or rollback) is released for: noted, not acted upon
+                self.burn_applies(burn)
         # Whatever the router serves now, the rollout begins from all-stable.
         self.route(0, (), "a rollout starts with all traffic on the stable version")
 
@@ -275,7 +313,10 @@ class _Reconciler:
     def cmd_resume(self, args: dict[str, Any]) -> None:
         reason = self.state.pause_reason
         self.set(phase=RolloutPhase.PROGRESSING, pause_reason=None)
-        if reason == PauseReason.USER:
+        if reason == PauseReason.BUDGET:
+            self.set(paused_at=None)
+            self.decide("resumed", "resumed by user: the release policy is checked again")
+        elif reason == PauseReason.USER:
             started = self.state.step_started_at
             if started is not None and self.state.paused_at is not None:
                 # a timed pause does not count the time the user held the rollout
@@ -295,6 +336,18 @@ class _Reconciler:
             self.decide("resumed", "resumed by user: the inconclusive analysis runs again")
 
     def cmd_abort(self, args: dict[str, Any]) -> None:
+        burn = args.get("burn")
+        if isinstance(burn, dict):  # from Alertmanager's webhook (coalmine slo webhook)
+            try:
+                signal = BurnSignal.from_dict(burn)
+            except (KeyError, TypeError, ValueError) as err:
+                self.decide(
+                    "command-rejected", f"abort: unreadable burn details ({err!r})", command="abort"
+                )
+                return
+            if self.burn_applies(signal):
+                self.burn_rollback(signal)
+            return
         self.rollback(
             "aborted-by-user",
             failure_reason=str(args.get("reason") or "aborted by user"),
@@ -309,10 +362,28 @@ class _Reconciler:
             pending_rollback=self.state.pending_rollback,
             canary_weight=self.state.canary_weight,
             header_routes=self.state.header_routes,
+            approval=self.state.approval,  # an approval holds for the whole revision
         )
         self.state = fresh
         self.decide("retried", "retried by user: the rollout starts again from its first step")
         self.start()
+
+    def cmd_approve(self, args: dict[str, Any]) -> None:
+        emergency = bool(args.get("emergency"))
+        approval = {
+            "at": self.now,
+            "by": str(args.get("by") or "unknown"),
+            "emergency": emergency,
+            "reason": str(args.get("reason") or ""),
+        }
+        self.set(approval=approval)
+        what = "an emergency release" if emergency else "the release"
+        self.decide(
+            "approved",
+            f"approved by {approval['by']}: {what}"
+            + (f" ({approval['reason']})" if approval["reason"] else ""),
+            approval=approval,
+        )
 
     def cmd_undo(self, args: dict[str, Any]) -> None:
         self.rollback(
@@ -414,15 +485,23 @@ class _Reconciler:
                 self.finish_promotion()
                 return
             if state.step_index >= len(self.steps):
+                if not self.gate("promotion to 100%"):
+                    return
                 self.begin_promotion()
                 continue
             if state.step_started_at is None:
-                self.set(step_started_at=self.now)
-                self.decide(
-                    "step-started",
-                    f"step {state.step_index + 1}/{len(self.steps)}: "
-                    f"{_describe(self.steps[state.step_index])}",
+                step = self.steps[state.step_index]
+                label = f"step {state.step_index + 1}/{len(self.steps)}"
+                if not self.gate(label):
+                    return
+                factor = self.pause_factor()
+                scaled = (
+                    f" (x{factor:g} by the release policy: {step.duration * factor:g}s)"
+                    if isinstance(step, Pause) and step.duration is not None and factor != 1
+                    else ""
                 )
+                self.set(step_started_at=self.now)
+                self.decide("step-started", f"{label}: {_describe(step)}{scaled}")
             if not self.run_step(self.steps[state.step_index]):
                 return
 
@@ -458,10 +537,11 @@ class _Reconciler:
                 self.decide("paused", "pause step without duration: waiting for promote")
                 return False
             assert state.step_started_at is not None
-            if self.now >= state.step_started_at + step.duration:
+            until = state.step_started_at + step.duration * self.pause_factor()
+            if self.now >= until:
                 self.next_step()
                 return True
-            self.set(message=f"pausing until {state.step_started_at + step.duration:.3f}")
+            self.set(message=f"pausing until {until:.3f}")
             return False
         if isinstance(step, Analysis):
             return self.run_analysis_step()
@@ -611,6 +691,123 @@ class _Reconciler:
         )
         self.decide("healthy", "fully promoted: the new version serves 100% of traffic")
 
+    # ------------------------------------------------------------------ release policy
+
+    def verdict(self) -> PolicyVerdict:
+        return release_policy(
+            self.plan.rollout_class,
+            self.budget,
+            thresholds=self.plan.slos[0].release,
+            approval=self.state.approval,
+            accelerate=self.plan.accelerate,
+        )
+
+    def pause_factor(self) -> float:
+        """What the release policy applied to the current step does to a timed pause."""
+        budget = self.state.budget
+        if not self.plan.slos or not budget:
+            return 1.0
+        return float(budget.get("pause_factor", 1.0))
+
+    def gate(self, what: str) -> bool:
+        """Apply the release policy before a step (or the promotion). False: the rollout is
+        held (paused, reason BudgetPolicy) until an approval or a healthier budget lets it go."""
+        if not self.plan.slos:
+            return True
+        verdict = self.verdict()
+        data = verdict.to_dict()
+        self.set(budget=data)
+        self.decide("budget-policy", f"{what}: {verdict.reason}", budget_policy=data)
+        if verdict.notify and self.state.notified_tier != str(verdict.tier):
+            self.set(notified_tier=str(verdict.tier))
+            self.decide("budget-notify", f"SRE notification: {verdict.reason}", budget_policy=data)
+        if verdict.allowed:
+            return True
+        self.hold(verdict)
+        return False
+
+    def hold(self, verdict: PolicyVerdict) -> None:
+        hint = how_to_proceed(verdict, self.plan.name)
+        self.set(
+            phase=RolloutPhase.PAUSED,
+            pause_reason=PauseReason.BUDGET,
+            paused_at=self.now,
+            message=f"held by the release policy: {verdict.reason}",
+        )
+        self.decide("budget-held", f"{verdict.reason}; {hint}", budget_policy=verdict.to_dict())
+        self.receipts.append(
+            ReceiptDraft(
+                "release_held",
+                {
+                    **self._base_receipt(),
+                    "step": self.state.step_index,
+                    "traffic_percent": self.state.canary_weight,
+                    "how_to_proceed": hint,
+                    "status": "held",
+                },
+            )
+        )
+
+    def recheck_held(self) -> None:
+        """A rollout held by the policy goes on by itself once the policy allows it."""
+        if self.state.phase != RolloutPhase.PAUSED or self.state.pause_reason != PauseReason.BUDGET:
+            return
+        verdict = self.verdict()
+        if verdict.allowed:
+            self.set(phase=RolloutPhase.PROGRESSING, pause_reason=None, paused_at=None)
+            self.decide("resumed", f"the release policy allows it now: {verdict.reason}")
+            return
+        before = self.state.budget or {}
+        data = verdict.to_dict()
+        if any(before.get(k) != data[k] for k in ("tier", "needs_approval", "approved")):
+            self.set(budget=data, message=f"held by the release policy: {verdict.reason}")
+            hint = how_to_proceed(verdict, self.plan.name)
+            self.decide("budget-held", f"{verdict.reason}; {hint}", budget_policy=data)
+
+    def watch_burn(self) -> None:
+        """A page (fast-burn) alert evaluated by coalmine's engine rolls the rollout back."""
+        if not self.plan.slos or self.budget is None:
+            return
+        burns = self.budget.page_burns()
+        firing = {b.key for b in burns}
+        still = tuple(k for k in self.state.burns_ignored if k in firing)
+        if still != self.state.burns_ignored:
+            self.set(burns_ignored=still)  # a burn that stopped counts again if it comes back
+        for burn in burns:
+            if burn.key in self.state.burns_ignored:
+                continue
+            if self.burn_applies(burn):
+                self.burn_rollback(burn)
+                return
+
+    def burn_applies(self, burn: BurnSignal) -> bool:
+        """Whether a fast burn rolls this rollout back. Not for a rollback-class rollout (it
+        lowers risk), nor for a fix when the burn was already firing as the fix started (it is
+        the incident the fix is for); those are recorded once."""
+        cls = self.plan.rollout_class
+        if burn.key in self.state.burns_ignored:
+            return False
+        if cls == "rollback":
+            why = "a rollback-class rollout is never rolled back by a burn"
+        elif cls == "fix" and (
+            self.state.started_at == self.now  # seen as the fix starts
+            or (burn.starts_at is not None and burn.starts_at < self.state.started_at)
+        ):
+            why = "it was already firing when this fix started: the fix is released for it"
+        else:
+            return True
+        self.set(burns_ignored=(*self.state.burns_ignored, burn.key))
+        self.decide("burn-not-acted", f"{burn.describe()}; {why}", burn=burn.to_dict())
+        return False
+
+    def burn_rollback(self, burn: BurnSignal) -> None:
+        self.rollback(
+            "budget-burn",
+            failure_reason=f"{burn.describe()} during the rollout",
+            final_phase=RolloutPhase.ROLLED_BACK,
+            burn=burn.to_dict(),
+        )
+
     # ------------------------------------------------------------------ rollback
 
     def rollback(
@@ -620,6 +817,7 @@ class _Reconciler:
         failure_reason: str,
         final_phase: RolloutPhase,
         evidence: dict[str, Any] | None = None,
+        burn: dict[str, Any] | None = None,
     ) -> None:
         state = self.state
         failed_phase = phase_name(state.canary_weight, state.header_routes)
@@ -651,12 +849,14 @@ class _Reconciler:
                 phase_failed=failed_phase,
                 previous_weight=previous,
                 evidence=evidence or {},
+                burn=burn,
             ),
         )
         self.decide(
             "rolled-back" if final_phase == RolloutPhase.ROLLED_BACK else "aborted",
             f"{operation_reason}: {failure_reason}",
             previous_weight=previous,
+            **({"burn": burn} if burn else {}),
         )
 
     def rollback_receipt(self, pending: PendingRollback, applied_at: float) -> None:
@@ -672,6 +872,7 @@ class _Reconciler:
                     "trigger": pending.operation_reason,
                     "failure_reason": pending.failure_reason,
                     **({"failed_metric": failed} if failed else {}),
+                    **({"burn": pending.burn} if pending.burn else {}),
                     "traffic_percent_before": pending.previous_weight,
                     "duration_at_phase_seconds": round(
                         pending.decided_at - self.state.phase_started_at, 3

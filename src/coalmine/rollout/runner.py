@@ -26,7 +26,10 @@ from coalmine.clock import Clock
 from coalmine.errors import CoalmineError, RouterError, StaleRoutingError
 from coalmine.evidence.receipts import write_receipt
 from coalmine.metrics.base import MeasureContext
+from coalmine.metrics.probe import ProbeResults
 from coalmine.metrics.registry import Providers
+from coalmine.rollout.budget import BudgetObservation
+from coalmine.rollout.budget_source import BudgetSource
 from coalmine.rollout.reconcile import MeasurementResult, Observations, reconcile
 from coalmine.rollout.state import Plan, RolloutState
 from coalmine.spec.model import Metric
@@ -36,6 +39,17 @@ from coalmine.traffic.base import Routing, TrafficRouter
 log = logging.getLogger("coalmine.controller")
 
 MEASUREMENT_TIMEOUT_S = 30.0
+
+
+def probe_results(store: Store) -> ProbeResults | None:
+    """What the probe service stored, for the ``coalmine/probe`` metrics (SQL stores only)."""
+    from coalmine.store.sql import SqlStore
+
+    if not isinstance(store, SqlStore):
+        return None
+    from coalmine.probes.store import ProbeStore, StoreProbeResults
+
+    return StoreProbeResults(ProbeStore(store))
 
 
 def is_settled(record: RolloutRecord) -> bool:
@@ -58,6 +72,8 @@ class _Live:
     asserted: bool = False
     router_error: str | None = None
     receipts_written: int = 0
+    budget: BudgetObservation | None = None  # the service's SLOs as last evaluated
+    budget_task: asyncio.Task[BudgetObservation] | None = None
 
 
 class Controller:
@@ -70,6 +86,7 @@ class Controller:
         receipts_dir: Path,
         tick_s: float = 0.2,
         controller_id: str | None = None,
+        budget_source: BudgetSource | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -77,6 +94,8 @@ class Controller:
         self.router_for = router_for
         self.receipts_dir = receipts_dir
         self.tick_s = tick_s
+        # None: no SLO evaluation here; a plan with SLOs then sees an unknown budget (cautious)
+        self.budget_source = budget_source
         self.controller_id = controller_id or f"{socket.gethostname()}:{os.getpid()}"
         self.live: dict[tuple[str, int], _Live] = {}
         self.receipt_paths: list[Path] = []
@@ -115,6 +134,8 @@ class Controller:
         for live in self.live.values():
             for task in live.in_flight.values():
                 task.cancel()
+            if live.budget_task is not None:
+                live.budget_task.cancel()
         self.live.clear()
 
     # ------------------------------------------------------------------ one tick
@@ -132,7 +153,9 @@ class Controller:
         if key not in self.live:
             router = self.router_for(record)
             self.live[key] = _Live(
-                plan=self.plan_for(record), router=router, providers=Providers(router)
+                plan=self.plan_for(record),
+                router=router,
+                providers=Providers(router, probes=probe_results(self.store)),
             )
             self.receipt_paths_for(record)
         return self.live[key]
@@ -140,6 +163,8 @@ class Controller:
     async def _step(self, record: RolloutRecord, live: _Live) -> tuple[RolloutRecord, bool]:
         state = RolloutState.from_dict(record.state)
         now = self.clock.now()
+        if live.plan.slos and not state.phase.terminal:
+            await self._refresh_budget(live, now)
         measurements = tuple(live.done)
         commands = tuple(self.store.pending_commands(record.name))
         obs = Observations(
@@ -148,6 +173,7 @@ class Controller:
             applied_generation=live.applied[0] if live.applied else None,
             applied_at=live.applied[1] if live.applied else None,
             stale_router_generation=live.stale_router_generation,
+            budget=live.budget,
         )
         outcome = reconcile(live.plan, state, obs, now)
         changed = (
@@ -194,6 +220,26 @@ class Controller:
         live.asserted = True
         self._start_measurements(record, new_state, live, now)
         return record, acted
+
+    async def _refresh_budget(self, live: _Live, now: float) -> None:
+        """Keep ``live.budget`` at most ``refresh_s`` old. The first evaluation is awaited (a
+        rollout never starts on a budget not yet read); later ones run in the background."""
+        source = self.budget_source
+        if source is None:
+            return
+        task = live.budget_task
+        if task is not None and task.done():
+            live.budget_task = None
+            if task.cancelled() or task.exception() is not None:
+                live.budget = BudgetObservation(now, error="the SLO evaluation failed")
+            else:
+                live.budget = task.result()
+        if live.budget is None and live.budget_task is None:
+            live.budget = await source.observe(live.plan.slos, now)
+            return
+        due = live.budget is None or now - live.budget.at >= source.refresh_s
+        if due and live.budget_task is None:
+            live.budget_task = asyncio.create_task(source.observe(live.plan.slos, now))
 
     async def _apply_routing(self, live: _Live, routing: Routing) -> bool:
         try:

@@ -27,19 +27,32 @@ def service_from_dict(data: dict[str, Any]) -> ServiceConfig:
     )
 
 
+def _written(tmp: str, files: dict[str, str], prefix: str) -> list[Path]:
+    paths = []
+    for i, (name, text) in enumerate(files.items()):
+        path = Path(tmp) / f"{prefix}{i:02d}-{Path(name).name}"
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
 def plan_from_record(record: RolloutRecord) -> Plan:
+    from coalmine.slo.loader import load_slos
     from coalmine.spec.loader import load_bundle
 
     spec = record.spec
     with tempfile.TemporaryDirectory(prefix="coalmine-snapshot-") as tmp:
-        paths = []
-        for i, (name, text) in enumerate(spec["files"].items()):
-            path = Path(tmp) / f"{i:02d}-{Path(name).name}"
-            path.write_text(text)
-            paths.append(path)
-        bundle = load_bundle(paths)
+        bundle = load_bundle(_written(tmp, spec["files"], ""))
+        slo_files = spec.get("slo_files") or {}
+        slos = load_slos(_written(tmp, slo_files, "slo-")).slos if slo_files else ()
     return build_plan(
-        bundle, record.name, service_from_dict(spec["service"]), float(spec.get("time_scale", 1.0))
+        bundle,
+        record.name,
+        service_from_dict(spec["service"]),
+        float(spec.get("time_scale", 1.0)),
+        rollout_class=spec.get("rollout_class"),
+        slos=tuple(slos),
+        accelerate=bool(spec.get("accelerate", False)),
     )
 
 

@@ -7,6 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 from coalmine.analysis.run import RunState
+from coalmine.slo.spec import Slo
 from coalmine.spec.model import HeaderMatch, Metric, Rollout
 from coalmine.traffic.base import HeaderRoute, Routing
 
@@ -29,6 +30,7 @@ class PauseReason(StrEnum):
     PAUSE_STEP = "CanaryPauseStep"  # a `pause: {}` step waits for a human
     INCONCLUSIVE = "InconclusiveAnalysis"  # not enough evidence: a human decides
     USER = "PausedByUser"
+    BUDGET = "BudgetPolicy"  # the release policy holds it: approval or a healthier budget
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,10 @@ class Plan:
     background_metrics: tuple[Metric, ...] = ()
     stable_version: str = "stable"
     time_scale: float = 1.0
+    # the release policy: feature | fix | rollback (coalmine.dev/class or --class)
+    rollout_class: str = "feature"
+    slos: tuple[Slo, ...] = ()  # the service's SLOs; none: the budget policy does not apply
+    accelerate: bool = False  # normal tier: pauses shortened by the SLO's accelerateFactor
 
     @property
     def name(self) -> str:
@@ -61,6 +67,7 @@ class PendingRollback:
     phase_failed: str
     previous_weight: int
     evidence: dict[str, Any] = field(default_factory=dict)
+    burn: dict[str, Any] | None = None  # the fast burn that triggered it (BurnSignal.to_dict)
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,12 @@ class RolloutState:
     phases_completed: tuple[str, ...] = ()
     rollbacks: int = 0
     pending_rollback: PendingRollback | None = None
+    # release policy: the verdict applied to the current step (PolicyVerdict.to_dict), the
+    # approval on record, the tier last notified, and fast burns recorded but not acted upon
+    budget: dict[str, Any] | None = None
+    approval: dict[str, Any] | None = None
+    notified_tier: str | None = None
+    burns_ignored: tuple[str, ...] = ()
 
     @property
     def routing(self) -> Routing:
@@ -111,6 +124,7 @@ class RolloutState:
         data["header_routes"] = [asdict(r) for r in self.header_routes]
         data["phase_runs"] = list(self.phase_runs)
         data["phases_completed"] = list(self.phases_completed)
+        data["burns_ignored"] = list(self.burns_ignored)
         return data
 
     @classmethod
@@ -133,6 +147,7 @@ class RolloutState:
                 else None,
                 "phase_runs": tuple(data.get("phase_runs", ())),
                 "phases_completed": tuple(data.get("phases_completed", ())),
+                "burns_ignored": tuple(data.get("burns_ignored", ())),
                 "pending_rollback": PendingRollback(**pending) if pending else None,
             }
         )

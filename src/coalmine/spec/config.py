@@ -92,7 +92,7 @@ def _config(docs: list[Document], file: str, base: Path, env: Mapping[str, str])
 
 
 def _environment(cur: Cursor, base: Path, database_override: str | None) -> Environment:
-    cur.check_fields(("database", "receipts", "services"))
+    cur.check_fields(("database", "receipts", "services", "slos"))
     defaults = Environment(name=cur.key)
     db_cur = cur.get("database")
     database = db_cur.nonempty_string() if db_cur is not None else defaults.database_url
@@ -109,7 +109,25 @@ def _environment(cur: Cursor, base: Path, database_override: str | None) -> Envi
         database_url=database,
         receipts_dir=str(base / Path(receipts).expanduser()),
         services=services,
+        slos=_slo_files(cur.get("slos"), base),
     )
+
+
+def _slo_files(cur: Cursor | None, base: Path) -> tuple[str, ...]:
+    """``slos: [paths]``: SLO files for the release policy, relative to coalmine.yaml. Each
+    must exist when the configuration is loaded (a typo would silently switch the policy off)."""
+    if cur is None or cur.value is None:
+        return ()
+    out = []
+    for item in cur.sequence():
+        path = base / Path(item.nonempty_string()).expanduser()
+        if not path.exists():
+            item.fail(
+                f"SLO file {item.value!r} not found (relative to coalmine.yaml: {path})",
+                "give the path of a slos.yaml or OpenSLO file, relative to coalmine.yaml",
+            )
+        out.append(str(path))
+    return tuple(out)
 
 
 def _absolute_sqlite(url: str, base: Path) -> str:

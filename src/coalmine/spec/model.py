@@ -221,6 +221,8 @@ class Environment:
     database_url: str = "sqlite:///.coalmine/state.db"
     receipts_dir: str = ".coalmine/receipts"
     services: dict[str, ServiceConfig] = field(default_factory=dict)
+    # SLO files (slos.yaml, OpenSLO) whose budgets drive the release policy; absolute paths
+    slos: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

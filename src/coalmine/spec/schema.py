@@ -322,6 +322,11 @@ def _config() -> Schema:
             "database": {"type": "string", "description": "SQLAlchemy URL"},
             "receipts": {"type": "string", "description": "directory for receipts"},
             "services": {"type": "object", "additionalProperties": service},
+            "slos": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1},
+                "description": "SLO files, relative to coalmine.yaml, for the release policy",
+            },
         }
     )
     return {
