@@ -131,23 +131,23 @@ def run(
     import asyncio
 
     from coalmine.probes.runner import ProbeRunner
-    from coalmine.probes.store import result_to_dict
 
     flows = _flows(paths, flow_name)
+    pinned = _version(version)  # bad input stops here, before any request
     if record is not None and len(flows) != 1:
         raise CoalmineError("--record needs exactly one flow", hint="select it with --flow NAME")
     recorded: list[ResponseRecord] = []
     runner = ProbeRunner(override_header=override_header, on_response=recorded.append)
 
     async def run_all() -> list[FlowResult]:
-        return [
-            await runner.run(f, env, location=location, version=_version(version)) for f in flows
-        ]
+        return [await runner.run(f, env, location=location, version=pinned) for f in flows]
 
     results = asyncio.run(run_all())
     if record is not None:
         _write_recording(record, flows[0], env, recorded)
     if as_json:
+        from coalmine.probes.store import result_to_dict  # imports SQLAlchemy: only here
+
         typer.echo(json.dumps([result_to_dict(r) for r in results], indent=2))
     else:
         from coalmine.cli.probe_view import print_result
