@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from coalmine.durations import format_duration
+from coalmine.durations import format_duration, parse_duration
 
 API_VERSION = "coalmine.dev/v1"
 KIND = "SLOSet"
@@ -38,34 +38,11 @@ Method = Literal["occurrences", "timeslices"]
 
 # --------------------------------------------------------------------------- durations
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": MINUTE, "h": HOUR, "d": DAY, "w": 7 * DAY}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-
-
 def parse_span(value: object) -> float:
     """A duration that may use days and weeks (``30d``, ``1w``, ``1d12h``) or plain seconds.
 
     Raises ``ValueError`` with a readable reason (the loader turns it into a SpecError)."""
-    if isinstance(value, bool):
-        raise ValueError(f"expected a duration such as 5m, 1h or 30d, got {value!r}")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError(f"a duration cannot be negative, got {value!r}")
-        return float(value)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a duration such as 5m, 1h or 30d, got {value!r}")
-    text = value.strip()
-    if re.fullmatch(r"\d+(\.\d+)?", text):
-        return float(text)
-    pos, total = 0, 0.0
-    for match in _PART.finditer(text):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        pos = match.end()
-    if pos != len(text) or pos == 0:
-        raise ValueError(f"expected a duration such as 5m, 1h or 30d, got {value!r}")
-    return total
+    return parse_duration(value, days=True)
 
 
 def format_span(seconds: float) -> str:
