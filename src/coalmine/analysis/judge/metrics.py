@@ -390,6 +390,41 @@ def _epochs(baseline_index: IntArray, n_b: int) -> list[int]:
     return counts
 
 
+def _graded_subtest(
+    exceeds: BoolArray,
+    prep: Prepared,
+    share: FloatArray,
+    window: IntArray,
+    alpha: float,
+    higher: bool,
+    levels_y: tuple[float, ...],
+) -> SubTest:
+    """The graded exceedance test of every level at once (``sequential.graded_log_e``), with
+    per-level reverse tests for an early pass (each at ``alpha / levels``: the claim "within
+    tolerance" must hold at every level)."""
+    nb = prep.n_buckets
+    n_lv = len(levels_y)
+    grade = exceeds.sum(axis=1)  # thresholds nest, so the grade is the highest level exceeded
+    x = np.zeros((n_lv, nb))
+    k = np.zeros((n_lv, nb))
+    for g in range(1, n_lv + 1):
+        at = grade == g
+        x[g - 1] = np.bincount(prep.bucket[at & prep.canary], minlength=nb)
+        k[g - 1] = np.bincount(prep.bucket[at], minlength=nb)
+    log_rho, weights = seq.graded_prior(n_lv)
+    up = seq.graded_log_e(x, k, share, log_rho, weights.tolist(), window, LATENCY_LOG_CAP)
+    early = True
+    for li in range(n_lv):
+        # events of level li: grade > li
+        xl = x[li:].sum(axis=0)
+        kl = k[li:].sum(axis=0)
+        down = seq.conditional_log_e(xl, kl, share, 1.0, [1 / m for m in seq.DEFAULT_MULTIPLIERS])
+        early = early and _reverse_crossed(down, alpha / n_lv)
+    lv = [lvl if higher else 1.0 - lvl for lvl in levels_y]
+    label = f"p{100 * min(lv):g}–p{100 * max(lv):g} graded exceedance"
+    return SubTest(label, _max_log(up), alpha, early_pass=early)
+
+
 def evaluate_latency(
     metric: JudgeMetric, prep: Prepared, alpha: float, final_look: bool, early_pass: bool
 ) -> MetricVerdict:
@@ -407,8 +442,9 @@ def evaluate_latency(
     else:
         levels_y = DISTRIBUTION_LEVELS
         one_sample = False
-    n_tests = len(levels_y) + int(one_sample)
-    a_test = alpha / n_tests
+    # quantile set: half of alpha to the exceedance test, half to the one-sample test;
+    # quantile None: one graded test of all levels at once gets all of alpha.
+    a_test = alpha / 2 if one_sample else alpha
 
     qx = metric.quantile if metric.quantile is not None else 0.5
     lat_c = prep.latency[prep.canary]
@@ -439,13 +475,19 @@ def evaluate_latency(
             thr_all = np.array([np.quantile(yb[:n], levels_y) for n in epochs]).reshape(
                 len(epochs), len(levels_y)
             )
-            for li, level in enumerate(levels_y):
-                t_b = thr_all[epi, li]
-                t_c = tau_y * t_b + delta
-                event = elig & np.where(prep.canary, y > t_c, y > t_b)
-                xc = np.bincount(prep.bucket[event & prep.canary], minlength=nb).astype(float)
-                k = np.bincount(prep.bucket[event], minlength=nb).astype(float)
-                lvl = level if higher else 1.0 - level
+            t_b_all = thr_all[epi]  # requests × levels, nondecreasing across levels
+            exceeds = (
+                np.where(
+                    prep.canary[:, None], y[:, None] > tau_y * t_b_all + delta, y[:, None] > t_b_all
+                )
+                & elig[:, None]
+            )
+            if one_sample:
+                xc = np.bincount(prep.bucket[exceeds[:, 0] & prep.canary], minlength=nb).astype(
+                    float
+                )
+                k = np.bincount(prep.bucket[exceeds[:, 0]], minlength=nb).astype(float)
+                lvl = levels_y[0] if higher else 1.0 - levels_y[0]
                 subtests.append(
                     _conditional_subtest(
                         f"p{100 * lvl:g} exceedance-ratio",
@@ -457,6 +499,10 @@ def evaluate_latency(
                         window=window,
                         log_cap=LATENCY_LOG_CAP,
                     )
+                )
+            else:
+                subtests.append(
+                    _graded_subtest(exceeds, prep, share, window, alpha, higher, levels_y)
                 )
             if one_sample:
                 level = levels_y[0]

@@ -137,6 +137,90 @@ def conditional_log_e(
     return np.asarray(logsumexp(cum + logw[:, None], axis=0), dtype=float)
 
 
+def graded_prior(
+    levels: int,
+) -> tuple[FloatArray, FloatArray]:
+    """Alternatives and weights of the graded exceedance test (:func:`graded_log_e`).
+
+    A request's *grade* is the number of tested quantile levels it exceeds (1..``levels``;
+    grade 0 carries no evidence). An alternative gives every grade g a log rate ratio
+    ``theta * h_g`` with a nondecreasing *shape* h (``h_levels = 1``):
+
+    - ramps from each level l but the last: ``h_g ∝ max(0, g - l + 1)``, the pattern of a
+      slowdown of the whole distribution, whose rate ratios grow towards the tail;
+    - the top level alone (``h = 1`` only at the highest grade): a tail-only regression.
+
+    The shapes share the mass equally; the top multiplier ``exp(theta)`` follows
+    :func:`focused_prior`. Returns ``log_rho`` (components × grades) and the weights.
+    """
+    if levels < 1:
+        raise ValueError("levels must be >= 1")
+    g = np.arange(1, levels + 1, dtype=float)
+    shapes = [np.maximum(0.0, g - lvl + 1.0) / (levels - lvl + 1.0) for lvl in range(1, levels)]
+    shapes.append((g == levels).astype(float))
+    mult, w_mult = focused_prior()
+    log_m = np.log(np.asarray(mult))
+    log_rho = np.concatenate([np.outer(log_m, h) for h in shapes])
+    weights = np.concatenate([np.asarray(w_mult) / len(shapes)] * len(shapes))
+    return log_rho, weights / weights.sum()
+
+
+def graded_log_e(
+    x: ArrayLike,
+    k: ArrayLike,
+    share: ArrayLike,
+    log_rho: ArrayLike,
+    weights: Sequence[float] | None = None,
+    window: ArrayLike | None = None,
+    log_cap: float | None = None,
+) -> FloatArray:
+    """Running log e-value of the graded exceedance test, per step: one test for several
+    nested exceedance events at once (a request of grade g exceeded levels 1..g).
+
+    ``x[g, i]``/``k[g, i]``: canary/all requests of grade ``g + 1`` in step ``i``;
+    ``log_rho[j, g]``: alternative j's log rate ratio at grade ``g + 1``, which must be
+    >= 0 and nondecreasing in g. Each request of grade g is the canary's with probability
+    ``pi(rho_g) = share_prob(rho_g, s)`` under alternative j and ``s`` under the null, so
+
+        E_t = sum_j w_j prod_{i<=t} prod_g (pi_jg/s)^x_gi ((1-pi_jg)/(1-s))^(k_gi-x_gi)
+
+    **Validity.** A request is the canary's with probability s; its grade then has
+    distribution a (canary) or b (baseline). With ``q_g = pi(rho_g)`` and ``q_0 = s`` (grade 0
+    has factor one), its expected factor is ``sum_g s a_g q_g/s + (1-s) b_g (1-q_g)/(1-s) =
+    1 + sum_g (a_g - b_g) q_g``, and by summation by parts
+    ``= 1 + sum_l (q_l - q_{l-1}) (A_l - B_l)`` with ``A_l, B_l = P(grade >= l)``. The
+    increments are >= 0 (rho nondecreasing), and the null "the canary exceeds each level no
+    more often than the baseline" is ``A_l <= B_l`` for every l: every factor has mean <= 1,
+    a supermartingale, whatever the two distributions do between the levels. With one grade
+    this is
+    :func:`conditional_log_e` with ``rho0 = 1``. ``window``/``log_cap`` cap each alternative's
+    evidence per window as there.
+    """
+    xs = np.atleast_2d(np.asarray(x, dtype=float))
+    ks = np.atleast_2d(np.asarray(k, dtype=float))
+    s = np.asarray(share, dtype=float)
+    lr = np.atleast_2d(np.asarray(log_rho, dtype=float))
+    if xs.shape != ks.shape or xs.shape[1] != s.size or lr.shape[1] != xs.shape[0]:
+        raise ValueError("x and k must be grades × steps, log_rho components × grades")
+    if np.any(lr < 0) or np.any(np.diff(lr, axis=1) < 0):
+        raise ValueError("log_rho must be >= 0 and nondecreasing across grades")
+    logw = _log_weights(lr.shape[0], weights)
+    if s.size == 0:
+        return np.zeros(0)
+    valid = (s > 0.0) & (s < 1.0) & (ks.sum(axis=0) > 0)
+    s_safe = np.where(valid, s, 0.5)
+    p1 = share_prob(np.exp(lr)[:, :, None], s_safe[None, None, :])  # components × grades × steps
+    a = np.log(p1) - np.log(s_safe)
+    b = np.log1p(-p1) - np.log1p(-s_safe)
+    contrib = np.einsum("gi,jgi->ji", xs, a) + np.einsum("gi,jgi->ji", ks - xs, b)
+    contrib = np.where(valid[None, :], contrib, 0.0)
+    if window is None or log_cap is None:
+        cum = np.cumsum(contrib, axis=1)
+    else:
+        cum = cap_windows(contrib, np.asarray(window), log_cap)
+    return np.asarray(logsumexp(cum + logw[:, None], axis=0), dtype=float)
+
+
 def cap_windows(contrib: FloatArray, window: NDArray[np.int64], log_cap: float) -> FloatArray:
     """Cumulative sums of log factors (rows: alternatives, columns: steps) where, inside each
     window, the running sum since the window's start is capped at ``log_cap`` (>= 0) and each
