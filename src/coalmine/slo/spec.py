@@ -38,6 +38,7 @@ Method = Literal["occurrences", "timeslices"]
 
 # --------------------------------------------------------------------------- durations
 
+
 def parse_span(value: object) -> float:
     """A duration that may use days and weeks (``30d``, ``1w``, ``1d12h``) or plain seconds.
 
