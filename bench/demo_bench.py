@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).with_name("results")
+from bench.common import RESULTS
+
 FAULTS = ("error-rate=0.05", "latency=+150ms", "crash")
 
 

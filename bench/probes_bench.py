@@ -23,7 +23,6 @@ import platform
 import random
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,12 +34,12 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.common import RESULTS, free_port, wait_for_port
 from coalmine.probes.loader import load_flows
 from coalmine.probes.model import Flow, FlowResult
 from coalmine.probes.runner import ProbeRunner
 from coalmine.probes.scheduler import Scheduler, as_run_flow, targets_for
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DELAYS_MS = (0, 10, 50, 100, 250, 500)
 REPEATS = 25
 FLOWS = 50
@@ -96,22 +95,6 @@ modules:
     http:
       preferred_ip_protocol: ip4
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def start(args: list[str], port: int) -> subprocess.Popen[bytes]:

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bench.router_bench import RESULTS, free_port, wait_for_port
+from bench.common import RESULTS, free_port, wait_for_port
 from coalmine.traffic.base import Routing
 from coalmine.traffic.client import RouterClient
 from coalmine.traffic.window import quantile

@@ -17,15 +17,14 @@ import os
 import platform
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from bench.common import RESULTS, free_port, wait_for_port
+
 WRK_ARGS = ["-t1", "-c32", "-d10s", "--latency"]
 WRK_SEQUENTIAL = ["-t1", "-c1", "-d5s", "--latency"]  # one connection: latency without queueing
 WRK_SCRIPT = """
@@ -72,22 +71,6 @@ PROXY = """
     }}
   }}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
 
 
 def start_nginx(prefix: Path, name: str, body: str) -> subprocess.Popen[bytes]:

@@ -13,23 +13,19 @@ from typing import Any
 
 import httpx
 
+from tests.support.rollouts import shop_rollout
+
 from .conftest import COALMINE, World
 
-ROLLOUT = """\
-apiVersion: argoproj.io/v1alpha1
-kind: Rollout
-metadata:
-  name: shop
-spec:
-  strategy:
-    canary:
-      steps:
-        - setWeight: 10
-        - pause: {}
-        - setWeight: 40
-        - pause: {}
-        - setWeight: 80
+ROLLOUT = shop_rollout(
+    """\
+- setWeight: 10
+- pause: {}
+- setWeight: 40
+- pause: {}
+- setWeight: 80
 """
+)
 
 
 def cli(world: World, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,27 +14,22 @@ import httpx
 
 from coalmine.rollout.state import RolloutState
 from coalmine.store.open import open_store
+from tests.support.rollouts import shop_rollout
 
 from .conftest import COALMINE, BackgroundLoad, World
 
-ROLLOUT = """\
-apiVersion: argoproj.io/v1alpha1
-kind: Rollout
-metadata:
-  name: shop
-spec:
-  strategy:
-    canary:
-      steps:
-        - setWeight: 10
-        - pause: {duration: 1s}
-        - setWeight: 30
-        - analysis:
-            templates:
-              - templateName: slow-check
-        - setWeight: 60
-        - pause: {duration: 1s}
-        - setWeight: 100
+STEPS = """\
+- setWeight: 10
+- pause: {duration: 1s}
+- setWeight: 30
+- analysis:
+    templates:
+      - templateName: slow-check
+- setWeight: 60
+- pause: {duration: 1s}
+- setWeight: 100
+"""
+SLOW_CHECK = """\
 ---
 apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
@@ -54,6 +49,7 @@ spec:
             window: 5s
             minRequests: 5
 """
+ROLLOUT = shop_rollout(STEPS) + SLOW_CHECK
 
 
 def wait_for(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]

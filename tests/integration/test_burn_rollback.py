@@ -6,7 +6,6 @@ buckets in the store roll back a running rollout with no Alertmanager at all."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -35,21 +34,17 @@ from coalmine.store.open import open_store
 from coalmine.store.sql import SqlStore
 from coalmine.traffic.client import RouterClient
 from tests.fixtures.alertmanager import launch_alertmanager
+from tests.fixtures.daemon import free_port
 from tests.integration.test_router_support import Rig, rig, service_config
+from tests.support.rollouts import shop_rollout
 
-ROLLOUT = """\
-apiVersion: argoproj.io/v1alpha1
-kind: Rollout
-metadata:
-  name: shop
-spec:
-  strategy:
-    canary:
-      steps:
-        - setWeight: 20
-        - pause: {}
-        - setWeight: 60
+ROLLOUT = shop_rollout(
+    """\
+- setWeight: 20
+- pause: {}
+- setWeight: 60
 """
+)
 SLOS = """\
 slos:
   - name: shop-availability
@@ -59,12 +54,6 @@ slos:
     window: 30d
 """
 FAST = Timing(group_wait="1s", group_interval="1s", page_repeat="1h", ticket_repeat="1h")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

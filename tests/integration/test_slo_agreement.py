@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import pytest
 import yaml
@@ -32,7 +31,7 @@ import yaml
 from coalmine.slo.engine import Bucket, SloResult, evaluate
 from coalmine.slo.rules import BUDGET_REMAINING, BURN_ALERT, render_rules, rule_input_from_slo
 from coalmine.slo.spec import DAY, HOUR, RouterSource, Sli, Slo, Window, default_alerting
-from tests.fixtures.prometheus import PrometheusHandle, find_prometheus
+from tests.fixtures.prometheus import PrometheusHandle, find_prometheus, launch_prometheus
 
 MINUTE = 60
 END = 1_700_006_400  # 2023-11-15T00:00:00Z, a whole hour: the evaluation instant
@@ -149,63 +148,27 @@ def buckets(minutes: list[Minute]) -> list[Bucket]:
 # --------------------------------------------------------------------------- Prometheus
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def scenario() -> Iterator[tuple[PrometheusHandle, dict[str, Any], SloResult, list[Minute]]]:
-    binary = find_prometheus()
-    if binary is None or shutil.which("promtool") is None:
+    if find_prometheus() is None or shutil.which("promtool") is None:
         pytest.fail("prometheus or promtool is not installed: run scripts/setup.sh test")
     minutes = traffic()
     slo = shop_slo()
     rules_text = render_rules([rule_input_from_slo(slo)])
     workdir = Path(tempfile.mkdtemp(prefix="coalmine-slo-agreement-"))
-    (workdir / "rules.yml").write_text(rules_text)
-    data = workdir / "data"
-    backfill(samples(minutes), workdir, data)
-    config = {
-        "global": {"evaluation_interval": "1s"},
-        "rule_files": [str(workdir / "rules.yml")],
-    }
-    (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
-    port = _free_port()
-    log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={data}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--storage.tsdb.retention.time=3650d",  # the backfilled month is in the past
-                "--log.level=warn",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    prom = PrometheusHandle(f"http://127.0.0.1:{port}", process, workdir, log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Prometheus did not become ready:\n{prom.log()}")
-            try:
-                if httpx.get(f"{prom.url}/-/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        result = evaluate(slo, buckets(minutes), now=END)
-        yield prom, yaml.safe_load(rules_text), result, minutes
+        (workdir / "rules.yml").write_text(rules_text)
+        data = workdir / "data"
+        backfill(samples(minutes), workdir, data)
+        # the backfilled month is in the past: a short retention would delete it at start
+        prom = launch_prometheus([], [workdir / "rules.yml"], data_dir=data, retention="3650d")
+        try:
+            result = evaluate(slo, buckets(minutes), now=END)
+            yield prom, yaml.safe_load(rules_text), result, minutes
+        finally:
+            prom.stop()
     finally:
-        prom.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 _RECORDED = re.compile(r"(coalmine:[a-z_]+:[a-z0-9]+)\{[^}]*\}")

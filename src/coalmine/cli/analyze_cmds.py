@@ -195,17 +195,10 @@ async def _drain(
 
     A full page may cut a group of records with the same ``t``: that group is left for the next
     call (which asks for ``t`` above the last complete time), so nothing is lost or doubled."""
+    from coalmine.traffic.client import whole_records_page
+
     while True:
-        page = await client.records(since, PAGE_LIMIT)
-        full = len(page) >= PAGE_LIMIT
-        if full:
-            last = page[-1]["t"]
-            kept = [r for r in page if r["t"] < last]
-            if not kept:
-                raise CoalmineError(
-                    f"more than {PAGE_LIMIT} records share the time {last}; cannot page them"
-                )
-            page = kept
+        page, full = await whole_records_page(client, since, PAGE_LIMIT)
         for item in page:
             if item["t"] > end:
                 return since

@@ -316,20 +316,12 @@ def _pct(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value * 100:.{digits}f}%"
 
 
-def _num(value: float) -> str:
-    """Event counts: whole numbers as such (no 2.88e+06), fractions with two decimals."""
-    return str(round(value)) if abs(value - round(value)) < 1e-9 else f"{value:.2f}"
-
-
-def _burn(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3g}"
-
-
 def _when(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _print_status(slo: Any, result: Any, tier: Any) -> None:
+    from coalmine.slo.engine import fmt_burn, fmt_count
     from coalmine.slo.spec import format_span
 
     budget = result.budget
@@ -339,15 +331,15 @@ def _print_status(slo: Any, result: Any, tier: Any) -> None:
     )
     period = result.period
     print(
-        f"  SLI {_pct(result.sli)} ({_num(period.bad)} bad of {_num(period.total)} since "
+        f"  SLI {_pct(result.sli)} ({fmt_count(period.bad)} bad of {fmt_count(period.total)} since "
         f"{_when(result.period_start)})"
     )
     left = "exhausted" if budget.exhausted else "left"
     print(
         f"  budget {_pct(budget.remaining, 1)} {left} (consumed {_pct(budget.consumed, 1)}: "
-        f"{_num(budget.spent)} of {_num(budget.allowed)} allowed) -> release tier {tier}"
+        f"{fmt_count(budget.spent)} of {fmt_count(budget.allowed)} allowed) -> release tier {tier}"
     )
-    burns = "  ".join(f"{format_span(w.window_s)} {_burn(w.burn_rate)}" for w in result.windows)
+    burns = "  ".join(f"{format_span(w.window_s)} {fmt_burn(w.burn_rate)}" for w in result.windows)
     print(f"  burn rate: {burns}")
     states = ", ".join(f"{r.rule.name} {r.state}" for r in result.rules)
     print(f"  alert state: {result.state} ({states})")
@@ -406,6 +398,7 @@ def explain_cmd(
 
 
 def _print_explain(slo: Any, result: Any, tier: Any, decisions: dict[str, Any]) -> None:
+    from coalmine.slo.engine import fmt_burn, fmt_count
     from coalmine.slo.spec import format_span
 
     budget = result.budget
@@ -416,16 +409,16 @@ def _print_explain(slo: Any, result: Any, tier: Any, decisions: dict[str, Any]) 
         f"{slo.window.describe()}, {slo.budgeting.describe()}, missing data: {slo.missing_data}"
     )
     print(
-        f"period {_when(result.period_start)} .. {_when(result.end)}: {_num(period.total)} events, "
-        f"{_num(period.bad)} bad, SLI {_pct(result.sli)}"
+        f"period {_when(result.period_start)} .. {_when(result.end)}: "
+        f"{fmt_count(period.total)} events, {fmt_count(period.bad)} bad, SLI {_pct(result.sli)}"
     )
     print(
-        f"budget: {allowed * 100:.3g}% of {budget.method} allows {_num(budget.allowed)} bad; "
-        f"{_num(budget.spent)} spent = {_pct(budget.consumed, 1)} consumed, "
+        f"budget: {allowed * 100:.3g}% of {budget.method} allows {fmt_count(budget.allowed)} bad; "
+        f"{fmt_count(budget.spent)} spent = {_pct(budget.consumed, 1)} consumed, "
         f"{_pct(budget.remaining, 1)} remaining{' (exhausted)' if budget.exhausted else ''}"
     )
     current = result.current_burn_rate
-    line = f"burn rate over {format_span(result.current_window_s)}: {_burn(current)}"
+    line = f"burn rate over {format_span(result.current_window_s)}: {fmt_burn(current)}"
     if result.exhaustion_s == 0:
         line += "; the budget is exhausted"
     elif result.exhaustion_s is not None:
@@ -446,10 +439,10 @@ def _print_explain(slo: Any, result: Any, tier: Any, decisions: dict[str, Any]) 
             if stat.total <= 0:
                 print(f"    {label} {format_span(stat.window_s)}: no events{clip}")
                 continue
-            counts = f"{_num(stat.bad)} bad of {_num(stat.total)}"
+            counts = f"{fmt_count(stat.bad)} bad of {fmt_count(stat.total)}"
             print(
                 f"    {label} {format_span(stat.window_s)}: {counts} = {_pct(ratio)}, "
-                f"burn {_burn(stat.burn_rate)}: {verdict}{clip}"
+                f"burn {fmt_burn(stat.burn_rate)}: {verdict}{clip}"
             )
         if rule.state in ("firing", "pending"):
             pass

@@ -29,6 +29,7 @@ from coalmine.errors import CoalmineError
 from coalmine.slo.engine import Bucket
 from coalmine.slo.spec import ProbeSource, PrometheusSource, RouterSource, Slo, prom_duration
 from coalmine.slo.store import SloBucketStore
+from coalmine.traffic.client import RouterClient, whole_records_page
 
 PROBE_LOOKBACK_S = 600.0  # probe runs are written when they end: re-read the last 10 minutes
 ROUTER_PAGE = 10_000
@@ -120,16 +121,7 @@ async def collect_router(
     position = since
     events: list[tuple[float, bool]] = []
     while True:
-        page = await client.records(position, ROUTER_PAGE)
-        full = len(page) >= ROUTER_PAGE
-        if full:
-            last = page[-1]["t"]
-            kept = [r for r in page if r["t"] < last]
-            if not kept:
-                raise CoalmineError(
-                    f"more than {ROUTER_PAGE} router records share the time {last}; cannot page"
-                )
-            page = kept
+        page, full = await whole_records_page(client, position, ROUTER_PAGE)
         for record in page:
             events.append((float(record["t"]), classify(record, slo)))
             position = float(record["t"])
@@ -146,8 +138,6 @@ async def collect_router_at(
     slo: Slo, source: RouterSource, admin: str | None, store: SloBucketStore, now: float
 ) -> Collected:
     """Connect to the router's admin API and collect from the stored cursor on."""
-    from coalmine.traffic.client import RouterClient
-
     address = source.admin or admin
     if address is None:
         return Collected(notes=[f"{slo.name}: no router admin address (set sli.admin)"])

@@ -325,11 +325,12 @@ def _fmt_ratio(r: float | None) -> str:
     return "no data" if r is None else f"{r * 100:.3g}%"
 
 
-def _count(value: float) -> str:
+def fmt_count(value: float) -> str:
+    """Event counts: whole numbers as such (no 2.88e+06), fractions with two decimals."""
     return str(round(value)) if abs(value - round(value)) < 1e-9 else f"{value:.2f}"
 
 
-def _fmt_burn(b: float | None) -> str:
+def fmt_burn(b: float | None) -> str:
     return "n/a" if b is None else f"{b:.3g}"
 
 
@@ -338,9 +339,9 @@ def _describe_window(stat: WindowStat) -> str:
     if stat.total <= 0:
         return f"{span}: no events"
     clip = ", clipped to the period start" if stat.clipped else ""
-    counts = f"{_count(stat.bad)} bad of {_count(stat.total)}"
+    counts = f"{fmt_count(stat.bad)} bad of {fmt_count(stat.total)}"
     return (
-        f"{span}: burn {_fmt_burn(stat.burn_rate)} ({counts}, {_fmt_ratio(stat.error_ratio)}{clip})"
+        f"{span}: burn {fmt_burn(stat.burn_rate)} ({counts}, {_fmt_ratio(stat.error_ratio)}{clip})"
     )
 
 

@@ -45,6 +45,31 @@ def _insert(conn: Connection, table: sa.Table) -> Any:
     return sqlite.insert(table)
 
 
+def _add_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Upsert bucket rows, adding their counts to what the buckets hold."""
+    stmt = _insert(conn, slo_buckets)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["slo", "bucket_start"],
+        set_={
+            "good": slo_buckets.c.good + stmt.excluded.good,
+            "total": slo_buckets.c.total + stmt.excluded.total,
+        },
+    )
+    conn.execute(stmt, rows)
+
+
+def _save_cursor(conn: Connection, slo: str, source: str, position: float, now: float) -> None:
+    stmt = _insert(conn, slo_cursors).values(
+        slo=slo, source=source, position=position, updated_at=now
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["slo", "source"],
+            set_={"position": position, "updated_at": now},
+        )
+    )
+
+
 class SloBucketStore:
     """Bucket reads and writes on the state store's engine (``SqlStore.engine``)."""
 
@@ -72,15 +97,7 @@ class SloBucketStore:
         if not rows:
             return 0
         with self._tx(f"add SLO buckets of {slo}", write=True) as conn:
-            stmt = _insert(conn, slo_buckets)
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["slo", "bucket_start"],
-                set_={
-                    "good": slo_buckets.c.good + stmt.excluded.good,
-                    "total": slo_buckets.c.total + stmt.excluded.total,
-                },
-            )
-            conn.execute(stmt, rows)
+            _add_rows(conn, rows)
         return len(rows)
 
     def put(self, slo: str, buckets: Iterable[Bucket]) -> int:
@@ -136,15 +153,7 @@ class SloBucketStore:
 
     def set_cursor(self, slo: str, source: str, position: float, now: float) -> None:
         with self._tx(f"save the collector position of {slo}", write=True) as conn:
-            stmt = _insert(conn, slo_cursors).values(
-                slo=slo, source=source, position=position, updated_at=now
-            )
-            conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["slo", "source"],
-                    set_={"position": position, "updated_at": now},
-                )
-            )
+            _save_cursor(conn, slo, source, position, now)
 
     def add_with_cursor(
         self, slo: str, source: str, buckets: Iterable[Bucket], position: float, now: float
@@ -153,24 +162,8 @@ class SloBucketStore:
         rows = _rows(slo, buckets)
         with self._tx(f"add SLO buckets of {slo}", write=True) as conn:
             if rows:
-                stmt = _insert(conn, slo_buckets)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["slo", "bucket_start"],
-                    set_={
-                        "good": slo_buckets.c.good + stmt.excluded.good,
-                        "total": slo_buckets.c.total + stmt.excluded.total,
-                    },
-                )
-                conn.execute(stmt, rows)
-            cur = _insert(conn, slo_cursors).values(
-                slo=slo, source=source, position=position, updated_at=now
-            )
-            conn.execute(
-                cur.on_conflict_do_update(
-                    index_elements=["slo", "source"],
-                    set_={"position": position, "updated_at": now},
-                )
-            )
+                _add_rows(conn, rows)
+            _save_cursor(conn, slo, source, position, now)
         return len(rows)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from coalmine.errors import RouterError, StaleRoutingError
+from coalmine.errors import CoalmineError, RouterError, StaleRoutingError
 from coalmine.traffic.base import Routing, Stats, VersionStats
 
 
@@ -73,3 +73,22 @@ class RouterClient:
         except RouterError:
             return False
         return True
+
+
+async def whole_records_page(
+    client: Any, since: float, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """``client.records(since, limit)`` cut to whole times, and whether the page was full.
+
+    A full page may end inside a group of records with the same ``t``: that group is dropped,
+    so the next call (``since`` = the last ``t`` kept) reads it whole, nothing lost or doubled."""
+    page: list[dict[str, Any]] = await client.records(since, limit)
+    full = len(page) >= limit
+    if full:
+        last = page[-1]["t"]
+        page = [r for r in page if r["t"] < last]
+        if not page:
+            raise CoalmineError(
+                f"more than {limit} router records share the time {last}; cannot page them"
+            )
+    return page, full
