@@ -10,6 +10,7 @@ BENCHES = (
     "bench.rollback_bench",
     "bench.demo_bench",
     "bench.judge",
+    "bench.judge.bound",
     "bench.probes_bench",
 )
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench.judge.bound import conditional_power, error_ratio_power, median_floor
 from bench.judge.calibrate import Ratios, abort_time, critical_factor, smallest_factor
 from bench.judge.harness import ARGO_CALIBRATED, wilson
 from bench.judge.peers import (
@@ -22,7 +23,7 @@ from bench.judge.peers import (
     mann_whitney,
 )
 from bench.judge.streams import BASE_MEDIAN_MS, BASE_P99_MS, BY_NAME, Scenario, Stream, generate
-from scipy.stats import mannwhitneyu
+from scipy.stats import binom, mannwhitneyu
 
 LONG = 20_000.0  # seconds: ~100k canary requests at 50 rps and 10%
 
@@ -223,3 +224,32 @@ def test_scenario_catalogue() -> None:
     assert all(isinstance(s, Scenario) for s in BY_NAME.values())
     assert sum(s.kind == "aa" for s in BY_NAME.values()) == 5
     assert sum(s.kind == "ab" for s in BY_NAME.values()) == 10
+
+
+def test_error_bound_is_exact_under_the_null_and_grows_with_effect_and_time() -> None:
+    # randomised at its boundary, the test's level is exactly alpha whatever the error count
+    for k in (1, 7, 60):
+        assert conditional_power(k, 0.1, 1.0, 0.01) == pytest.approx(0.01, abs=1e-12)
+    # k = 3 errors, share 1/2, alpha 1/8: only "all three are the canary's" (P0 = 1/8) rejects
+    pi1 = 2.0 / 3.0  # rho = 2 at share 1/2
+    assert conditional_power(3, 0.5, 2.0, 0.125) == pytest.approx(pi1**3)
+    p = [error_ratio_power(t, 2.0, 0.01) for t in (60, 120, 240)]
+    assert p[0] < p[1] < p[2] < 1.0
+    assert error_ratio_power(120, 1.5, 0.01) < p[1] < error_ratio_power(120, 5.0, 0.01)
+    # the floor is where power first reaches 1/2 on the 10-s grid
+    floor = median_floor(2.0, 0.01)
+    assert error_ratio_power(floor, 2.0, 0.01) >= 0.5 > error_ratio_power(floor - 10, 2.0, 0.01)
+
+
+def test_error_bound_beats_a_simulated_fixed_horizon_test() -> None:
+    """No non-randomised level-alpha test of the simulated streams does better than the bound."""
+    rng = np.random.default_rng(3)
+    hits = 0
+    runs = 2000
+    for _ in range(runs):
+        k_base = rng.poisson(50 * 120 * 0.9 * 0.01)
+        x = rng.poisson(50 * 120 * 0.1 * 0.02)
+        k = k_base + x
+        hits += k > 0 and binom.sf(x - 1, k, 0.1) <= 0.01
+    assert hits / runs <= error_ratio_power(120, 2.0, 0.01) + 0.03
+    assert hits / runs > 0.2  # and the simulated test is not trivially weak
