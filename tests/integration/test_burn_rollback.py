@@ -1,11 +1,13 @@
-"""Rollback on burn, end to end on loopback: a real Alertmanager delivers a page to
-``coalmine slo webhook`` (its own process), which queues an abort in a real SQLite store; a real
-controller with the embedded router rolls the rollout back. And the engine path: fast-burn
-buckets in the store roll back a running rollout with no Alertmanager at all."""
+"""Rollback on burn, end to end on loopback: a real Prometheus runs the rules ``coalmine slo
+rules`` writes, its firing page goes through a real Alertmanager to ``coalmine slo webhook`` (its
+own process), which queues an abort in a real SQLite store; a real controller with the embedded
+router rolls the rollout back. And the engine path: fast-burn buckets in the store roll back a
+running rollout with no Alertmanager at all."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import time
@@ -27,6 +29,8 @@ from coalmine.rollout.state import RolloutPhase, RolloutState
 from coalmine.slo.alertmanager import Timing, render_alertmanager
 from coalmine.slo.engine import Bucket
 from coalmine.slo.evaluate import SloEvaluator
+from coalmine.slo.loader import load_slos
+from coalmine.slo.rules import BURN_ALERT, render_rules, rule_input_from_slo
 from coalmine.slo.store import SloBucketStore
 from coalmine.slo.webhook import WEBHOOK_PATH
 from coalmine.spec.model import Environment
@@ -35,6 +39,7 @@ from coalmine.store.sql import SqlStore
 from coalmine.traffic.client import RouterClient
 from tests.fixtures.alertmanager import launch_alertmanager
 from tests.fixtures.daemon import free_port
+from tests.fixtures.prometheus import PrometheusHandle, launch_prometheus
 from tests.integration.test_router_support import Rig, rig, service_config
 from tests.support.rollouts import shop_rollout
 
@@ -163,6 +168,7 @@ def page_alert() -> dict[str, Any]:
             "severity": "page",
             "slo": "shop-availability",
             "service": "shop",
+            "rule": "page-1h",
             "long_window": "1h",
             "short_window": "5m",
             "burn_rate_factor": "14.4",
@@ -170,12 +176,72 @@ def page_alert() -> dict[str, Any]:
         "annotations": {
             "summary": "shop-availability (shop) burns its error budget",
             "description": "Burn rate over 1h: 20.1 (objective 99.9%, alert above 14.4).",
+            "burn_rate_long": "20.1",
+            "burn_rate_short": "31.7",
         },
         "startsAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
 
 
+def backfill_burning_shop(workdir: Path, now: int) -> Path:
+    """Seven hours of the router's counters for shop, one sample a minute up to ``now``, into a
+    TSDB (``promtool tsdb create-blocks-from openmetrics``): 0.1% errors for six hours, then 2%
+    for 55 minutes and 5% for the last 5. The 1h window burns at 22.5 and the 5m one at 50, so
+    the 1h page fires; the 6h window burns at 4.6, below the 6h page's 6."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool is missing (Debian package prometheus): scripts/setup.sh test")
+    errors = [1] * 360 + [20] * 55 + [50] * 5  # of 1000 requests a minute
+    points = [(now - len(errors) * 60, 0, 0)]  # (time, 2xx, 5xx) counters
+    for i, per_minute in enumerate(errors, 1):
+        _, ok, bad = points[-1]
+        points.append((now - (len(errors) - i) * 60, ok + 1000 - per_minute, bad + per_minute))
+    lines = ["# HELP coalmine_router_requests Requests.", "# TYPE coalmine_router_requests counter"]
+    for code, column in (("2xx", 1), ("5xx", 2)):
+        series = f'coalmine_router_requests_total{{code_class="{code}",service="shop"}}'
+        lines.extend(f"{series} {p[column]} {p[0]}" for p in points)
+    source, data = workdir / "shop.om", workdir / "tsdb"
+    source.write_text("\n".join([*lines, "# EOF"]) + "\n")
+    command = [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return data
+
+
+def burning_prometheus(workdir: Path) -> PrometheusHandle:
+    """A real Prometheus with the rules ``coalmine slo rules`` writes for slos.yaml, over the
+    counters of :func:`backfill_burning_shop`."""
+    rules = workdir / "slo-rules.yml"
+    slos = load_slos([workdir / "slos.yaml"]).slos
+    rules.write_text(render_rules([rule_input_from_slo(s) for s in slos]))
+    data = backfill_burning_shop(workdir, int(time.time()))
+    return launch_prometheus([], [rules], data_dir=data, retention="1d")
+
+
+async def firing_alerts(prom: PrometheusHandle, severity: str) -> list[dict[str, Any]]:
+    """The burn alerts Prometheus fires, as it sends them to Alertmanager."""
+    deadline, alerts = time.monotonic() + 15, []
+    while time.monotonic() < deadline:
+        alerts = (await asyncio.to_thread(prom.api, "alerts"))["alerts"]
+        firing = [
+            {
+                "labels": a["labels"],
+                "annotations": a["annotations"],
+                "startsAt": a["activeAt"],
+                "generatorURL": prom.url,
+            }
+            for a in alerts
+            if a["state"] == "firing" and a["labels"]["alertname"] == BURN_ALERT
+        ]
+        if any(a["labels"]["severity"] == severity for a in firing):
+            return firing
+        await asyncio.sleep(0.1)
+    pytest.fail(f"Prometheus never fired a {severity}: {alerts}")
+
+
 def test_a_page_from_the_real_alertmanager_rolls_the_rollout_back(tmp_path: Path) -> None:
+    """Prometheus evaluates the generated rules; its firing alerts (the 1h page, and tickets
+    the page inhibits) are posted to Alertmanager exactly as Prometheus posts them."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
 
@@ -186,23 +252,29 @@ def test_a_page_from_the_real_alertmanager_rolls_the_rollout_back(tmp_path: Path
                  f"127.0.0.1:{port}", "--config", str(setup.config)],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             )  # fmt: skip
-            am = None
+            am = prom = None
             try:
                 config = render_alertmanager(coalmine_url=url + WEBHOOK_PATH, timing=FAST)
                 am = await asyncio.to_thread(launch_alertmanager, config)
+                prom = await asyncio.to_thread(burning_prometheus, setup.workdir)
                 await setup.until("the receiver", lambda: _ready(url), timeout=15)
+                fired = await firing_alerts(prom, "page")
+                assert {
+                    a["labels"]["rule"] for a in fired if a["labels"]["severity"] == "page"
+                } == {"page-1h"}, fired
                 ticket = {**page_alert(), "labels": {**page_alert()["labels"]}}
                 ticket["labels"].update(
                     severity="ticket", slo="shop-latency", long_window="1d", short_window="2h"
                 )
                 posted = time.time()
-                await asyncio.to_thread(am.post_alerts, [ticket, page_alert()])
+                await asyncio.to_thread(am.post_alerts, [ticket, *fired])
                 rolled_back = await setup.until(
                     "the rollback", lambda: _rolled_back(setup), timeout=10
                 )
             finally:
-                if am is not None:
-                    await asyncio.to_thread(am.stop)
+                for server in (am, prom):
+                    if server is not None:
+                        await asyncio.to_thread(server.stop)
                 receiver.terminate()
                 output = receiver.communicate(timeout=10)[0]
             # Alertmanager waits group_wait (1s) before it sends; the rest is coalmine's
@@ -212,8 +284,13 @@ def test_a_page_from_the_real_alertmanager_rolls_the_rollout_back(tmp_path: Path
             receipt = rollback_receipt(setup)
             burn = receipt["burn"]
             assert burn["source"] == "alertmanager" and burn["slo"] == "shop-availability"
+            assert burn["rule"] == "page-1h"  # as the engine names it
             assert (burn["long"], burn["short"], burn["factor"]) == ("1h", "5m", 14.4)
-            assert burn["long_rate"] == 20.1 and burn["details"]["fingerprint"]
+            # the rates Prometheus measured (rate() extrapolates a little at the window edges)
+            assert burn["long_rate"] == pytest.approx(22.5, rel=0.02)
+            assert burn["short_rate"] == pytest.approx(50.0, rel=0.02)
+            assert burn["details"]["fingerprint"]
+            assert "22.5 over 1h and 50 over 5m" in receipt["failure_reason"]
             assert receipt["trigger"] == "budget-burn" and receipt["traffic_percent_before"] == 20
             assert receipt["budget_policy"]["tier"] == "cautious", "no data yet: never normal"
             switch = receipt["traffic_switched_at"] - receipt["decided_at"]
@@ -311,6 +388,7 @@ def test_only_firing_pages_queue_aborts_once_per_active_rollout(tmp_path: Path) 
         assert enqueue_burn_aborts(store, page, 2.0) == [], "a repeat is not queued twice"
         (command,) = store.pending_commands("shop")
         assert command.name == "abort" and command.args["burn"]["long_rate"] == 20.1
+        assert command.args["burn"]["short_rate"] == 31.7
         assert store.pending_commands("cart") == []
     finally:
         store.close()

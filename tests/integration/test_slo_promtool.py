@@ -7,12 +7,13 @@ extrapolation: the expected burn rates below are plain arithmetic on the counts.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +21,24 @@ import pytest
 import yaml
 
 from coalmine.slo.rules import BURN_ALERT, render_rules, rule_input_from_slo
-from coalmine.slo.spec import DAY, RouterSource, Sli, Slo, Window, default_alerting
+from coalmine.slo.spec import (
+    DAY,
+    HOUR,
+    AlertRule,
+    RouterSource,
+    Sli,
+    Slo,
+    Window,
+    default_alerting,
+)
 
 OBJECTIVE = 99.9
 SLO_NAME, SERVICE = "shop-availability", "shop"
-SELECTOR = 'coalmine_router_requests_total{{service="shop",version="stable",code_class="{}"}}'
+SELECTOR = 'coalmine_router_requests_total{{service={},version="stable",code_class="{}"}}'
 MINUTE = 60
 RULES = {r.name: r for r in default_alerting(30 * DAY)}
+# the generated annotations that Prometheus fills in with the measured burn rates
+LONG_RATE, SHORT_RATE = "burn_rate_long", "burn_rate_short"
 
 
 def promtool() -> str:
@@ -38,14 +50,14 @@ def promtool() -> str:
     return found
 
 
-def slo() -> Slo:
+def slo(name: str = SLO_NAME, service: str = SERVICE, alerting: tuple[AlertRule, ...] = ()) -> Slo:
     return Slo(
-        name=SLO_NAME,
-        service=SERVICE,
+        name=name,
+        service=service,
         objective=OBJECTIVE,
         sli=Sli("availability", RouterSource()),
         window=Window(rolling_s=30 * DAY),
-        alerting=default_alerting(30 * DAY),
+        alerting=alerting or default_alerting(30 * DAY),
     )
 
 
@@ -65,6 +77,7 @@ class Traffic:
 
     per_minute: list[tuple[int, int]]  # (requests, of which 5xx)
     with_5xx_series: bool = True
+    service: str = SERVICE
 
     def counters(self) -> tuple[list[int], list[int]]:
         ok, bad, total_ok, total_bad = [0], [0], 0, 0
@@ -87,9 +100,11 @@ class Traffic:
 
     def input_series(self) -> list[dict[str, str]]:
         ok, bad = self.counters()
-        series = [{"series": SELECTOR.format("2xx"), "values": " ".join(map(str, ok))}]
+        service = json.dumps(self.service)  # a PromQL string literal
+        series = [{"series": SELECTOR.format(service, "2xx"), "values": " ".join(map(str, ok))}]
         if self.with_5xx_series:
-            series.append({"series": SELECTOR.format("5xx"), "values": " ".join(map(str, bad))})
+            bad_series = SELECTOR.format(service, "5xx")
+            series.append({"series": bad_series, "values": " ".join(map(str, bad))})
         return series
 
 
@@ -97,17 +112,35 @@ def steady(minutes: int, requests: int, errors: int) -> list[tuple[int, int]]:
     return [(requests, errors)] * minutes
 
 
-def expected_alert(rule_text: dict[str, Any], traffic: Traffic, at_s: int) -> dict[str, Any]:
-    """The alert promtool must produce: the rule's labels, and its annotations with
-    ``$value`` (the long window's burn rate) filled in as Go's ``printf "%.3g"`` does."""
-    rule = RULES[f"{rule_text['labels']['severity']}-{rule_text['labels']['long_window']}"]
-    value = traffic.burn(at_s, rule.long_s)
-    assert value is not None
+def expected_alert(
+    rule_text: dict[str, Any], traffic: Traffic, at_s: int, rules: dict[str, AlertRule] = RULES
+) -> dict[str, Any]:
+    """The alert promtool must produce: the rule's labels (``rule`` names the table's rule),
+    and its annotations with the burn rates measured over the long and the short window filled
+    in as Go's ``printf`` does (``%.3g`` in the description, ``%.4g`` in their own
+    annotations)."""
+    rule = rules[literal(rule_text["labels"]["rule"])]
+    long_rate, short_rate = traffic.burn(at_s, rule.long_s), traffic.burn(at_s, rule.short_s)
+    assert long_rate is not None and short_rate is not None
     template = '{{ $value | printf "%.3g" }}'
     annotations = dict(rule_text["annotations"])
     assert template in annotations["description"]
-    annotations["description"] = annotations["description"].replace(template, f"{value:.3g}")
-    return {"exp_labels": dict(rule_text["labels"]), "exp_annotations": annotations}
+    annotations["description"] = annotations["description"].replace(template, f"{long_rate:.3g}")
+    annotations[LONG_RATE], annotations[SHORT_RATE] = f"{long_rate:.4g}", f"{short_rate:.4g}"
+    return {
+        "exp_labels": {k: literal(v) for k, v in rule_text["labels"].items()},
+        "exp_annotations": {k: literal(v) for k, v in annotations.items()},
+    }
+
+
+def literal(template: str) -> str:
+    """What Prometheus expands the generator's escaped ``{`` back to."""
+    return template.replace('{{ "{" }}', "{")
+
+
+def burn_alerts(rules_file: Path) -> list[dict[str, Any]]:
+    doc = yaml.safe_load(rules_file.read_text())
+    return [r for g in doc["groups"] for r in g["rules"] if r.get("alert") == BURN_ALERT]
 
 
 def run_promtool_test(
@@ -116,21 +149,16 @@ def run_promtool_test(
     traffic: Traffic,
     checks: Sequence[tuple[int, set[str]]],
     exprs: Sequence[tuple[int, str, list[dict[str, Any]]]] = (),
+    rules: dict[str, AlertRule] = RULES,
 ) -> subprocess.CompletedProcess[str]:
     """``checks``: (eval time in seconds, names of the rules that must fire, e.g. page-6h)."""
-    alerts = [
-        r
-        for g in yaml.safe_load(rules_file.read_text())["groups"]
-        for r in g["rules"]
-        if r.get("alert") == BURN_ALERT
-    ]
-    by_name = {f"{a['labels']['severity']}-{a['labels']['long_window']}": a for a in alerts}
-    assert set(by_name) == set(RULES)
+    by_name = {literal(a["labels"]["rule"]): a for a in burn_alerts(rules_file)}
+    assert set(by_name) == set(rules)
     alert_tests = [
         {
             "eval_time": f"{at // MINUTE}m",
             "alertname": BURN_ALERT,
-            "exp_alerts": [expected_alert(by_name[n], traffic, at) for n in sorted(firing)],
+            "exp_alerts": [expected_alert(by_name[n], traffic, at, rules) for n in sorted(firing)],
         }
         for at, firing in checks
     ]
@@ -276,3 +304,50 @@ def test_promtool_test_does_fail_on_a_wrong_expectation(tmp_path: Path, rules_fi
     )
     assert result.returncode != 0
     assert "FAILED" in result.stdout + result.stderr
+
+
+def test_the_alert_carries_both_measured_burn_rates_and_the_tables_rule_name(
+    tmp_path: Path,
+) -> None:
+    """An hour at 2% errors, then five minutes at 5%: the 1h window burns at 22.5, the 5m one
+    at 50; the alert states both, and names the rule as the SLO's table does."""
+    fast = AlertRule("page-fast", "page", HOUR, 5 * MINUTE, 14.4)
+    rules_file = tmp_path / "slo-rules.yml"
+    rules_file.write_text(render_rules([rule_input_from_slo(slo(alerting=(fast,)))]))
+    traffic = Traffic(steady(60, 1000, 20) + steady(5, 1000, 50))
+    at = 65 * MINUTE
+    (rule_text,) = burn_alerts(rules_file)
+    expected = expected_alert(rule_text, traffic, at, {"page-fast": fast})
+    assert expected["exp_labels"]["rule"] == "page-fast"
+    assert expected["exp_annotations"][LONG_RATE] == "22.5"
+    assert expected["exp_annotations"][SHORT_RATE] == "50"
+    result = run_promtool_test(
+        tmp_path, rules_file, traffic, [(at, {"page-fast"})], rules={"page-fast": fast}
+    )
+    passed(result)
+
+
+def test_names_with_quotes_backslashes_braces_and_newlines_give_a_file_promtool_accepts(
+    tmp_path: Path,
+) -> None:
+    """Built without the loader, which restricts names: the generator escapes on its own, in
+    PromQL selectors and in the alert templates, and Prometheus expands them back verbatim."""
+    name, service, rule_name = 'shop "a" \\ {{ $value }} {', 'sh"op\\\n{{ .x }}{', "page {{ x }"
+    table = (
+        replace(default_alerting(30 * DAY)[0], name=rule_name),
+        *default_alerting(30 * DAY)[1:],
+    )
+    rules_file = tmp_path / "slo-rules.yml"
+    rules_file.write_text(render_rules([rule_input_from_slo(slo(name, service, table))]))
+    check = subprocess.run(
+        [promtool(), "check", "rules", str(rules_file)], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    traffic = Traffic(steady(3 * 60, 1000, 20), service=service)
+    rules = {r.name: r for r in table}
+    (page, *_) = burn_alerts(rules_file)
+    expected = expected_alert(page, traffic, 2 * H, rules)
+    labels, annotations = expected["exp_labels"], expected["exp_annotations"]
+    assert (labels["slo"], labels["service"], labels["rule"]) == (name, service, rule_name)
+    assert annotations["summary"].startswith(f"{name} ({service}) burns")
+    passed(run_promtool_test(tmp_path, rules_file, traffic, [(2 * H, set(rules))], rules=rules))

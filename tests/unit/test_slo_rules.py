@@ -25,6 +25,7 @@ from coalmine.slo.spec import (
     DAY,
     HOUR,
     MINUTE,
+    AlertRule,
     Budgeting,
     Location,
     ProbeSource,
@@ -103,12 +104,41 @@ def test_alerts_carry_windows_factor_and_time_to_exhaustion() -> None:
     assert first["labels"]["slo"] == "shop-availability"
     assert first["labels"]["service"] == "shop"
     assert first["labels"]["burn_rate_factor"] == "14.4"
+    assert [a["labels"]["rule"] for a in alerts] == ["page-1h", "page-6h", "ticket-1d", "ticket-3d"]
     assert first["labels"]["time_to_exhaustion"] == "50h"  # 30d / 14.4
     assert "~2.1 days" in first["annotations"]["description"]
     assert "coalmine slo explain shop-availability" in first["annotations"]["runbook"]
     assert first["expr"].count("> 14.4") == 2  # long AND short window
     assert " and " in first["expr"]
     assert [a["labels"]["time_to_exhaustion"] for a in alerts] == ["50h", "5d", "10d", "30d"]
+
+
+def test_alerts_name_the_tables_rule_and_carry_both_burn_rates_as_annotations() -> None:
+    """The rule label is what the engine calls the burn; the rates are annotations (they
+    change while the alert fires, labels must not)."""
+    fast = AlertRule("page-fast", "page", HOUR, 5 * MINUTE, 14.4)
+    (alert,) = [
+        r
+        for r in rules_of(render_rules([rule_input_from_slo(router_slo(alerting=(fast,)))]))
+        if r.get("alert") == BURN_ALERT
+    ]
+    assert alert["labels"]["rule"] == "page-fast"
+    annotations = alert["annotations"]
+    assert annotations["burn_rate_long"] == '{{ $value | printf "%.4g" }}'
+    short = annotations["burn_rate_short"]
+    assert 'printf "coalmine:slo_burn_rate:rate5m{slo=%q, service=%q}"' in short
+    assert "$labels.slo $labels.service | query" in short
+    assert not {"burn_rate_long", "burn_rate_short"} & set(alert["labels"])
+
+
+def test_names_never_open_a_template_action_in_alert_labels_or_annotations() -> None:
+    text = render_rules([sample_input(slo="a {{ $value }}", service='b"\\{', runbook_url="u{{x")])
+    alert = next(r for r in rules_of(text) if r.get("alert") == BURN_ALERT)
+    assert alert["labels"]["slo"] == 'a {{ "{" }}{{ "{" }} $value }}'
+    assert alert["labels"]["service"] == 'b"\\{{ "{" }}'
+    assert alert["annotations"]["summary"].startswith('a {{ "{" }}{{ "{" }} $value }} (b"')
+    assert alert["annotations"]["runbook_url"] == 'u{{ "{" }}{{ "{" }}x'
+    assert 'slo="a {{ $value }}", service="b\\"\\\\{"' in alert["expr"]  # PromQL literals
 
 
 def test_budget_remaining_is_one_minus_the_burn_over_the_slo_window() -> None:

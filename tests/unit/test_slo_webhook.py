@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from coalmine.rollout.burn import signal_from_alert
 from coalmine.slo.webhook import (
     WEBHOOK_PATH,
     BurnAlert,
@@ -76,6 +77,46 @@ def test_a_firing_page_becomes_a_burn_alert_with_its_windows_and_factor() -> Non
     assert alert.ends_at is None  # Go's zero time
     assert alert.fingerprint == "a1b2c3d4e5f60718" and alert.receiver == "coalmine-page"
     assert "1h and 5m" in alert.describe()
+
+
+def generated_page(labels: dict[str, str], annotations: dict[str, str]) -> dict[str, Any]:
+    """A v4 payload with one page as ``coalmine slo rules`` alerts look once Prometheus has
+    expanded their annotations."""
+    doc = payload()
+    doc["alerts"][0].update(labels=burn_labels(**labels), annotations=annotations)
+    return doc
+
+
+def test_a_generated_page_yields_a_burn_with_both_rates_both_windows_and_the_rule_name() -> None:
+    doc = generated_page(
+        {"rule": "page-fast"},
+        {
+            "summary": "burning",
+            "description": "Burn rate over 1h: 22.5 (objective 99.9%, alert above 14.4).",
+            "burn_rate_long": "22.5",
+            "burn_rate_short": "50",
+        },
+    )
+    (alert,) = parse_webhook(doc)
+    burn = signal_from_alert(alert).to_dict()
+    assert (burn["rule"], burn["long"], burn["short"]) == ("page-fast", "1h", "5m")
+    assert (burn["long_rate"], burn["short_rate"]) == (22.5, 50.0)
+    assert (burn["long_s"], burn["short_s"], burn["factor"]) == (3600.0, 300.0, 14.4)
+    assert burn["source"] == "alertmanager"
+
+
+def test_alerts_of_older_rule_files_still_name_the_burn_and_its_long_rate() -> None:
+    """No rule label, rates only in the description: the rule is <severity>-<long window>."""
+    doc = generated_page({}, {"description": "Burn rate over 1h: 20.1 (objective 99.9%)."})
+    burn = signal_from_alert(parse_webhook(doc)[0])
+    assert (burn.rule, burn.long_rate, burn.short_rate) == ("page-1h", 20.1, None)
+
+
+def test_an_unreadable_burn_rate_is_unknown_not_an_error() -> None:
+    """The rates are informational: a page still rolls back when they cannot be read."""
+    doc = generated_page({}, {"burn_rate_long": "", "burn_rate_short": "NaN"})
+    (alert,) = parse_webhook(doc)
+    assert (alert.long_rate, alert.short_rate) == (None, None)
 
 
 def test_a_resolved_alert_keeps_its_end() -> None:

@@ -17,8 +17,8 @@ from coalmine.rollout.state import RolloutState
 from coalmine.slo.webhook import BurnAlert
 from coalmine.store.base import Store
 
-# the generated rules' description: "Burn rate over 1h: 20.1 (objective ..." ($value of the alert
-# expression, which is the long window's burn rate)
+# rule files generated before the burn_rate_long annotation only state the long window's rate,
+# in the description: "Burn rate over 1h: 20.1 (objective ..."
 _LONG_RATE = re.compile(r"Burn rate over \S+: ([0-9][0-9.eE+-]*)")
 
 
@@ -29,14 +29,18 @@ class Queued:
     burn: BurnSignal
 
 
-def signal_from_alert(alert: BurnAlert) -> BurnSignal:
-    long_rate = None
+def _described_long_rate(alert: BurnAlert) -> float | None:
     match = _LONG_RATE.search(alert.annotations.get("description", ""))
-    if match:
-        try:
-            long_rate = float(match.group(1))
-        except ValueError:
-            long_rate = None
+    try:
+        return float(match.group(1)) if match else None
+    except ValueError:
+        return None
+
+
+def signal_from_alert(alert: BurnAlert) -> BurnSignal:
+    """The burn as the engine would name it: the ``rule`` label is the SLO's alerting-table
+    name; alerts of other generators fall back to ``<severity>-<long window>``."""
+    long_rate = alert.long_rate if alert.long_rate is not None else _described_long_rate(alert)
     details = {
         "alertname": alert.labels.get("alertname", ""),
         "fingerprint": alert.fingerprint,
@@ -51,7 +55,7 @@ def signal_from_alert(alert: BurnAlert) -> BurnSignal:
         short_s=alert.short_s,
         factor=alert.factor,
         long_rate=long_rate,
-        short_rate=None,  # Alertmanager's payload does not carry it
+        short_rate=alert.short_rate,
         source="alertmanager",
         starts_at=alert.starts_at.timestamp(),
         details={k: v for k, v in details.items() if v},

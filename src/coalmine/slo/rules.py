@@ -15,6 +15,10 @@ Choices (docs/slo.md, "Prometheus rules and Alertmanager", has the long form):
   (no error has ever happened) counts as 0 with ``or vector(0)``.
 * Burn rate = error ratio / (1 - objective); budget remaining = 1 - burn rate over the whole
   SLO window; an alert fires when the long and the short window both burn above the factor.
+* Alerts carry the table's rule name (label ``rule``) and both measured burn rates
+  (annotations ``burn_rate_long``/``burn_rate_short``), which coalmine's receipts quote.
+* Names are escaped for where they land: PromQL string literals in selectors, text that
+  expands to itself in alert labels and annotations (both are Go templates).
 """
 
 from __future__ import annotations
@@ -205,6 +209,22 @@ def _selector(name: str, inp: RuleInput) -> str:
     return f"{name}{{slo={_q(inp.slo)}, service={_q(inp.service)}}}"
 
 
+def _text(value: str) -> str:
+    """Literal text in a Prometheus template (alert labels and annotations are Go templates):
+    every ``{`` becomes an action printing it, so no name can open or join an action."""
+    return value.replace("{", '{{ "{" }}')
+
+
+def _short_rate(span: float) -> str:
+    """A template printing the recorded burn rate over ``span`` of the alert's own SLO; the
+    names come from ``$labels``, never from text pasted into the template."""
+    record = BURN_RATE.format(prom_duration(span))
+    return (
+        f'{{{{ with printf "{record}{{slo=%q, service=%q}}" $labels.slo $labels.service '
+        '| query }}{{ . | first | value | printf "%.4g" }}{{ end }}'
+    )
+
+
 def _window_expr(template: str, span: float) -> str:
     return template.replace(WINDOW_PLACEHOLDER, prom_duration(span))
 
@@ -223,10 +243,11 @@ def error_ratio_expr(inp: RuleInput, span: float) -> str:
 
 def _annotations(inp: RuleInput, rule: BurnRule) -> dict[str, str]:
     long_, short = format_span(rule.long_s), format_span(rule.short_s)
+    slo, service = _text(inp.slo), _text(inp.service)
     share = rule.factor * rule.long_s / inp.window_s
     lasts = exhaustion_s(inp.window_s, rule.factor)
     summary = (
-        f"{inp.slo} ({inp.service}) burns its error budget over {factor_text(rule.factor)}x "
+        f"{slo} ({service}) burns its error budget over {factor_text(rule.factor)}x "
         f"the sustainable rate over {long_} and {short}"
     )
     description = (
@@ -235,17 +256,29 @@ def _annotations(inp: RuleInput, rule: BurnRule) -> dict[str, str]:
         f"{factor_text(rule.factor)}x a full {format_span(inp.window_s)} error budget is gone in "
         f"{human_span(lasts)} ({format_span(lasts)}); {share:.0%} of it is spent every {long_}."
     )
-    runbook = f"coalmine slo explain {inp.slo} shows the numbers behind this alert. " + (
-        f"A rollout of {inp.service} in progress is rolled back by coalmine; otherwise "
+    runbook = f"coalmine slo explain {slo} shows the numbers behind this alert. " + (
+        f"A rollout of {service} in progress is rolled back by coalmine; otherwise "
         "find the change or dependency that started the errors "
         "(coalmine rollout history, coalmine rollout undo)."
         if rule.severity == "page"
         else "Plan the fix before the budget runs out; releases slow down as it shrinks."
     )
-    out = {"summary": summary, "description": description, "runbook": runbook}
+    out = {
+        "summary": summary,
+        "description": description,
+        "runbook": runbook,
+        # the alert's value is the long window's burn rate (the left side of its `and`)
+        "burn_rate_long": '{{ $value | printf "%.4g" }}',
+        "burn_rate_short": _short_rate(rule.short_s),
+    }
     if inp.runbook_url:
-        out["runbook_url"] = inp.runbook_url
+        out["runbook_url"] = _text(inp.runbook_url)
     return out
+
+
+def _template_labels(labels: dict[str, str]) -> dict[str, str]:
+    """An alert's labels: templates too, expanding to exactly ``labels``."""
+    return {name: _text(value) for name, value in labels.items()}
 
 
 def _group(inp: RuleInput) -> dict[str, Any]:
@@ -290,14 +323,17 @@ def _group(inp: RuleInput) -> dict[str, Any]:
         }
         if rule.for_s:
             alert["for"] = prom_duration(rule.for_s)
-        alert["labels"] = {
-            "severity": rule.severity,
-            **labels,
-            "long_window": long_,
-            "short_window": short,
-            "burn_rate_factor": factor_text(rule.factor),
-            "time_to_exhaustion": prom_duration(exhaustion_s(inp.window_s, rule.factor)),
-        }
+        alert["labels"] = _template_labels(
+            {
+                "severity": rule.severity,
+                **labels,
+                "rule": rule.label,
+                "long_window": long_,
+                "short_window": short,
+                "burn_rate_factor": factor_text(rule.factor),
+                "time_to_exhaustion": prom_duration(exhaustion_s(inp.window_s, rule.factor)),
+            }
+        )
         alert["annotations"] = _annotations(inp, rule)
         rules.append(alert)
     if inp.missing_data == "alert":
@@ -307,9 +343,9 @@ def _group(inp: RuleInput) -> dict[str, Any]:
                 "alert": NO_DATA_ALERT,
                 "expr": f"absent({_selector(ERROR_RATIO.format(prom_duration(shortest)), inp)})",
                 "for": prom_duration(shortest),
-                "labels": {"severity": "ticket", **labels},
+                "labels": _template_labels({"severity": "ticket", **labels}),
                 "annotations": {
-                    "summary": f"{inp.slo} ({inp.service}) has had no events for "
+                    "summary": f"{_text(inp.slo)} ({_text(inp.service)}) has had no events for "
                     f"{format_span(2 * shortest)} (missingData: alert)",
                     "runbook": "Check that the service and the metrics scrape are up.",
                 },
@@ -340,10 +376,6 @@ def render_rules(inputs: Sequence[RuleInput]) -> str:
 
 
 # --------------------------------------------------------------------------- from the spec
-
-
-def _label_value(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _router_le(threshold_ms: float, buckets: Iterable[float]) -> str | None:
@@ -383,7 +415,7 @@ def rule_input_from_slo(slo: Slo) -> RuleInput:
     good: str | None = None
     bad: str | None = None
     if isinstance(source, RouterSource):
-        svc = f'service="{_label_value(slo.service)}"'
+        svc = f"service={_q(slo.service)}"
         total = f"rate({ROUTER_REQUESTS}{{{svc}}}[{WINDOW_PLACEHOLDER}])"
         errors = f'rate({ROUTER_REQUESTS}{{{svc}, code_class="5xx"}}[{WINDOW_PLACEHOLDER}])'
         if slo.sli.type == "availability":

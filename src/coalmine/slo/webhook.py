@@ -13,7 +13,9 @@ The payload (one notification for one alert group)::
 Validation is strict about the envelope (a wrong version or type is an error naming the field);
 alerts without a ``burn_rate_factor`` label are not burn-rate alerts (another team's alert on
 the same receiver, coalmine's no-data ticket) and are skipped. A burn alert with a missing or
-malformed label is an error, since acting on half of it could roll back the wrong service.
+malformed label is an error, since acting on half of it could roll back the wrong service. The
+measured burn rates (annotations ``burn_rate_long`` and ``burn_rate_short``, written by
+``coalmine slo rules``) are informational: a missing or unreadable one is None, never an error.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class BurnAlert:
     status: Status
     starts_at: datetime
     ends_at: datetime | None  # None: still firing with no known end
+    long_rate: float | None = None  # the measured burn rates, when the alert carries them
+    short_rate: float | None = None
     fingerprint: str = ""
     receiver: str = ""
     group_key: str = ""
@@ -139,6 +143,14 @@ def _window(labels: Mapping[str, str], key: str, where: str) -> tuple[str, float
     return text, seconds
 
 
+def _rate(annotations: Mapping[str, str], key: str) -> float | None:
+    try:
+        value = float(annotations.get(key, ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
 def _burn_alert(
     alert: Mapping[str, Any], where: str, receiver: str, group_key: str
 ) -> BurnAlert | None:
@@ -179,6 +191,8 @@ def _burn_alert(
         long_s=long_s,
         short_s=short_s,
         factor=factor,
+        long_rate=_rate(annotations, "burn_rate_long"),
+        short_rate=_rate(annotations, "burn_rate_short"),
         status=status,
         starts_at=starts_at,
         ends_at=ends_at,
