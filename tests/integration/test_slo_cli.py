@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import textwrap
 from pathlib import Path
 
@@ -172,3 +174,113 @@ def test_validate_warns_about_low_traffic(tmp_path: Path) -> None:
     assert len(data["warnings"]) == 2
     assert "a single failed event would fire page-1h (page)" in data["warnings"][0]
     assert "a single failed event would fire page-6h (page)" in data["warnings"][1]
+
+
+@pytest.mark.parametrize("at", ["nan", "inf", "-inf", "1e300", "-1", "0001-01-01T00:00:00Z"])
+def test_at_outside_1970_to_9999_is_one_line_exit_2(workdir: Path, at: str) -> None:
+    for command in (["status"], ["explain", "shop-availability"]):
+        result = CliRunner().invoke(cli(), ["slo", *command, "--no-collect", "--at", at])
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+        assert result.stdout == ""
+        assert result.stderr.strip().splitlines() == [
+            f"coalmine: error: --at: expected a time between 1970 and 9999, got {at!r} "
+            "(hint: epoch seconds such as 1717200000, or 2024-06-01T00:00:00Z)"
+        ]
+
+
+def test_a_service_without_slos_lists_the_known_ones(workdir: Path) -> None:
+    code, out, err = run("status", "--service", "checkout", "--no-collect")
+    assert code == 2 and out == ""
+    assert err.strip() == (
+        "coalmine: error: --service: no SLO for service 'checkout' "
+        "(hint: services with SLOs: api, shop)"
+    )
+
+
+def test_a_file_without_slos_is_never_an_empty_success(workdir: Path) -> None:
+    (workdir / "empty.yaml").write_text("slos: []\n")
+    for command in (["status"], ["explain", "shop-availability"]):
+        code, out, err = run(*command, "--slos", "empty.yaml", "--no-collect")
+        assert code == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and "empty.yaml" in err
+
+
+def test_a_rule_without_data_is_cautious_but_not_a_failure(workdir: Path) -> None:
+    quiet = SLOS.replace("    window: 7d\n", "    window: 7d\n    missingData: alert\n", 1)
+    (workdir / "quiet.yaml").write_text(quiet)
+    at = str(NOW + 10 * MINUTE)  # nothing stored for the last 10 minutes
+    code, out, err = run("status", "--slos", "quiet.yaml", "--at", at, "--no-collect", "-s", "shop")
+    assert code == 0 and err == ""
+    assert "-> release tier cautious" in out
+    assert (
+        "  release tier at least cautious: SLO shop-availability has no data in window 5m "
+        "(page-1h, missingData: alert)" in out
+    )
+    data = json.loads(
+        run("status", "--slos", "quiet.yaml", "--at", at, "--no-collect", "-s", "shop", "--json")[1]
+    )
+    [shop] = data["slos"]
+    assert shop["tier"] == "cautious" and shop["no_data_rules"] == ["page-1h"]
+    assert shop["stale"] is False
+
+
+# ---------------------------------------------------------------------- -o targets
+
+
+def test_output_through_a_symlink_writes_its_target(tmp_path: Path) -> None:
+    real = tmp_path / "real" / "routes.yaml"
+    real.parent.mkdir()
+    real.write_text("old\n")
+    link = tmp_path / "routes.yaml"
+    link.symlink_to(real)
+    result = CliRunner().invoke(cli(), ["slo", "alertmanager", "-o", str(link)])
+    assert result.exit_code == 0, result.stderr
+    assert link.is_symlink() and link.resolve() == real  # the link is still a link...
+    expected = CliRunner().invoke(cli(), ["slo", "alertmanager", "-o", "-"]).stdout
+    assert "receivers:" in expected and real.read_text() == expected  # ...to the new file
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["real", "routes.yaml", "routes.yaml"]
+
+
+def device_like(tmp_path: Path, name: str, device: str) -> Path:
+    """A character device node with the numbers of ``device`` (we run as root): the test can
+    fail without ever touching the machine's own /dev/null or /dev/full."""
+    node = tmp_path / name
+    try:
+        os.mknod(node, stat.S_IFCHR | 0o666, os.stat(device).st_rdev)
+    except PermissionError:
+        pytest.skip("creating a device node needs root")
+    return node
+
+
+def test_output_to_a_null_device_writes_to_it_and_keeps_it(tmp_path: Path) -> None:
+    null = device_like(tmp_path, "null", "/dev/null")
+    result = CliRunner().invoke(cli(), ["slo", "alertmanager", "-o", str(null)])
+    assert result.exit_code == 0, result.stderr
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+    assert f"wrote {null}" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["null"]  # no .tmp left either
+    link = tmp_path / "out.yaml"  # a link to a device: the device is written, the link stays
+    link.symlink_to(null)
+    result = CliRunner().invoke(cli(), ["slo", "alertmanager", "-o", str(link)])
+    assert result.exit_code == 0 and link.is_symlink() and stat.S_ISCHR(os.stat(null).st_mode)
+
+
+def test_output_to_a_full_device_is_one_line_exit_2(tmp_path: Path) -> None:
+    full = device_like(tmp_path, "full", "/dev/full")
+    result = CliRunner().invoke(cli(), ["slo", "alertmanager", "-o", str(full)])
+    assert result.exit_code == 2
+    assert result.stderr.strip().splitlines() == [
+        f"coalmine: error: --output: cannot write {full}: No space left on device"
+    ]
+    assert stat.S_ISCHR(os.stat(full).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["full"]
+
+
+def test_output_through_a_symlink_loop_is_one_line_exit_2(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").symlink_to(tmp_path / "b.yaml")
+    (tmp_path / "b.yaml").symlink_to(tmp_path / "a.yaml")
+    result = CliRunner().invoke(cli(), ["slo", "alertmanager", "-o", str(tmp_path / "a.yaml")])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"coalmine: error: --output: cannot write {tmp_path / 'a.yaml'}: ")
+    assert (tmp_path / "a.yaml").is_symlink() and (tmp_path / "b.yaml").is_symlink()

@@ -16,7 +16,9 @@ import pytest
 import sqlalchemy as sa
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 
-from coalmine.slo.evaluate import SloEvaluator
+from coalmine.slo.engine import Bucket
+from coalmine.slo.evaluate import Collection, SloEvaluator
+from coalmine.slo.policy import Tier, evaluation_tier
 from coalmine.slo.spec import (
     DAY,
     HOUR,
@@ -155,9 +157,9 @@ def test_router_records_are_counted_once(store: SqlStore) -> None:
                 for _ in range(2):
                     await http.get(f"{r.url}/slow", params={"s": "0.2"})  # slower than 150ms
             now = time.time()
-            assert await evaluator.collect(slo, now) == []
+            assert await evaluator.collect(slo, now) == Collection()
             first = buckets.read(slo.name, now - HOUR, now + HOUR)
-            assert await evaluator.collect(slo, time.time()) == []  # nothing new: no change
+            assert await evaluator.collect(slo, time.time()) == Collection()  # nothing new
             second = buckets.read(slo.name, now - HOUR, now + HOUR)
             return first, second
 
@@ -167,7 +169,7 @@ def test_router_records_are_counted_once(store: SqlStore) -> None:
     assert first == second
 
 
-def test_an_unreachable_router_is_a_note_not_silence(store: SqlStore) -> None:
+def test_an_unreachable_router_makes_the_result_stale_not_silent(store: SqlStore) -> None:
     slo = Slo(
         name="shop",
         service="shop",
@@ -176,8 +178,30 @@ def test_an_unreachable_router_is_a_note_not_silence(store: SqlStore) -> None:
         window=Window(rolling_s=7 * DAY),
         alerting=default_alerting(7 * DAY),
     )
-    result = asyncio.run(SloEvaluator(SloBucketStore(store.engine)).refresh(slo, NOW))
-    assert any("router 127.0.0.1:9" in n and "unreachable" in n for n in result.notes)
+    buckets = SloBucketStore(store.engine)
+    buckets.put(slo.name, [Bucket(NOW - DAY + i * MINUTE, 100, 100) for i in range(1440)])
+    result = asyncio.run(SloEvaluator(buckets).refresh(slo, NOW))
+    assert result.stale and [f.source for f in result.collection_failures] == ["router"]
+    assert "127.0.0.1:9 is unreachable (ConnectError)" in result.collection_failures[0].reason
+    assert result.budget.remaining == 1.0  # the stored buckets alone look perfect...
+    assert evaluation_tier(result, slo.release) is Tier.CAUTIOUS  # ...but nobody can tell
+
+
+def test_unreadable_probe_results_make_the_result_stale(tmp_path: Path, store: SqlStore) -> None:
+    elsewhere = sa.create_engine(f"sqlite:///{tmp_path / 'no-probes.db'}")  # no probe_runs
+    try:
+        evaluator = SloEvaluator(SloBucketStore(store.engine), probe_db=elsewhere)
+        result = asyncio.run(evaluator.refresh(probe_slo(), NOW))
+    finally:
+        elsewhere.dispose()
+    assert [(f.source, f.reason) for f in result.collection_failures] == [
+        ("probe", "probe results unreadable (OperationalError): no data")
+    ]
+    # probes that simply did not run are missing data (the SLO's policy), not a failure
+    idle = asyncio.run(
+        SloEvaluator(SloBucketStore(store.engine), probe_db=store.engine).refresh(probe_slo(), NOW)
+    )
+    assert not idle.stale and any("no probe runs" in n for n in idle.notes)
 
 
 @pytest.fixture
@@ -229,8 +253,7 @@ def test_prometheus_increases_become_buckets(
     time.sleep(8)
     now = time.time()
     buckets = SloBucketStore(store.engine)
-    notes = asyncio.run(SloEvaluator(buckets).collect(slo, now))
-    assert notes == []
+    assert asyncio.run(SloEvaluator(buckets).collect(slo, now)) == Collection()
     got = [b for b in buckets.read(slo.name, start, now) if b.total > 0]
     assert len(got) >= 2
     for b in got:  # increase() extrapolates, so counts are not whole; the ratio holds

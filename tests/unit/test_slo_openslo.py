@@ -249,3 +249,81 @@ def test_a_prometheus_address_is_required(tmp_path: Path) -> None:
     text = INLINE.replace(', url: "http://prom:9090"', "")
     err = error(tmp_path, text)
     assert err.message == "no Prometheus address" and err.line == 16  # total's metricSource
+
+
+@pytest.mark.parametrize(
+    ("edit", "line", "field", "message", "hint"),
+    [
+        (
+            ("lookbackWindow: 1h", "lookbackWindow: 7m"),
+            30,
+            "spec.condition.lookbackWindow",
+            "AlertCondition 'fast-burn' (SLO 'web-availability'): the short window, "
+            "lookbackWindow / 12 = 35s, is not a whole number of 1m (coalmine's buckets)",
+            "use a lookbackWindow that is a multiple of 12m",
+        ),
+        (
+            ("lookbackWindow: 1h", "lookbackWindow: 60d"),
+            30,
+            "spec.condition.lookbackWindow",
+            "AlertCondition 'fast-burn' (SLO 'web-availability'): the lookbackWindow 60d is "
+            "longer than the timeWindow 28d",
+            "use a lookbackWindow of at most 28d, or a longer timeWindow",
+        ),
+        (
+            ("lookbackWindow: 3d", "lookbackWindow: 29d"),
+            44,
+            "spec.conditions[1].spec.condition.lookbackWindow",
+            "AlertCondition 'slow-burn' (SLO 'web-availability'): the lookbackWindow 29d is "
+            "longer than the timeWindow 28d",
+            "use a lookbackWindow of at most 28d, or a longer timeWindow",
+        ),
+        (
+            ("alertAfter: 2m", "alertAfter: 400d"),
+            30,
+            "spec.condition.alertAfter",
+            "400d is longer than 366d, the longest allowed",
+            "e.g. 5m",
+        ),
+        (
+            ("    - conditionRef: fast-burn\n", "    - conditionRef: fast-burn\n" * 2),
+            27,
+            "metadata.name",
+            "the SLO's alert policies use AlertCondition 'fast-burn' twice",
+            "reference each condition once",
+        ),
+        (
+            ("service: web", 'service: "web{{"'),
+            58,
+            "spec.service",
+            "invalid service name 'web{{'",
+            "the service's name in coalmine.yaml: lowercase letters, digits, '-', '_' and '.', "
+            "starting and ending with a letter or digit",
+        ),
+        (
+            ("target: 0.995", 'target: "99.5%"'),
+            66,
+            "spec.objectives[0].target",
+            "expected a number, got the string '99.5%'",
+            "target is a ratio such as 0.999",
+        ),
+    ],
+)
+def test_alert_condition_problems_point_at_the_condition(
+    tmp_path: Path, edit: tuple[str, str], line: int, field: str, message: str, hint: str
+) -> None:
+    assert edit[0] in DOCS
+    err = error(tmp_path, DOCS.replace(*edit, 1))
+    assert err.one_line() == (
+        f"{tmp_path / 'openslo.yaml'}:{line}: {field}: {message} (hint: {hint})"
+    )
+
+
+def test_default_alerts_that_do_not_fit_say_so_in_openslo_words(tmp_path: Path) -> None:
+    text = DOCS.replace("duration: 28d", "duration: 1d").replace(
+        "  alertPolicies:\n    - web-pages\n", ""
+    )
+    err = error(tmp_path, text)
+    assert (err.line, err.field) == (60, "spec.timeWindow")
+    assert "shorter than the long window 3d of alert rule 'ticket-3d'" in err.message
+    assert err.hint == "lengthen the timeWindow, or add alertPolicies with shorter lookbackWindows"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 
 from coalmine.errors import SpecError
@@ -96,3 +99,121 @@ def test_cursor_types() -> None:
     with pytest.raises(SpecError) as info:
         Cursor("5 minutes", "f", 1, "x").duration()
     assert info.value.hint == "use 30s, 5m or 1h"
+
+
+# --------------------------------------------------------------------------- nasty input
+
+ROOT = Path(__file__).resolve().parents[2]
+COALMINE = ROOT / ".venv" / "bin" / "coalmine"
+DEEP_FLOW = "slos: " + "[" * 5000 + "]" * 5000 + "\n"
+DEEP_BLOCK = "a:\n" + "".join("  " * i + "- \n" for i in range(1, 5000))
+
+
+def one_line(text: str) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_documents(text, "f.yaml")
+    return info.value.one_line()
+
+
+SELF_HINT = "(hint: a YAML value cannot contain itself; copy the part you need instead)"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("slos:\n  - &a [*a]\n", f"f.yaml:2: the alias *a is inside its own anchor &a {SELF_HINT}"),
+        ("a: &a {<<: *a}\n", f"f.yaml:1: the alias *a is inside its own anchor &a {SELF_HINT}"),
+        (
+            "a: 1\nb: &b\n  c:\n    - *b\n",
+            f"f.yaml:4: the alias *b is inside its own anchor &b {SELF_HINT}",
+        ),
+    ],
+)
+def test_a_value_containing_itself_is_refused_at_the_alias(text: str, expected: str) -> None:
+    assert one_line(text) == expected
+
+
+DEPTH = "nested more than 100 levels deep (hint: coalmine's files need only a few levels; flatten"
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        (DEEP_FLOW, 1),
+        (DEEP_BLOCK, 101),  # the 101st level starts on line 101
+        # aliases nest what is under their anchor: 5 x 30 levels, each anchor only 31 deep
+        (
+            "a0: &a0 1\n"
+            + "".join(
+                f"a{i}: &a{i} " + "[" * 30 + f"*a{i - 1}" + "]" * 30 + "\n" for i in range(1, 6)
+            ),
+            2,
+        ),
+    ],
+)
+def test_deep_nesting_is_refused_not_a_recursion_error(text: str, line: int) -> None:
+    assert one_line(text).startswith(f"f.yaml:{line}: {DEPTH}")
+
+
+def test_100_levels_are_fine_and_101_are_not() -> None:
+    (doc,) = parse_documents("[" * 99 + "1" + "]" * 99, "f.yaml")  # 99 lists and a scalar
+    assert doc.data is not None
+    assert one_line("[" * 100 + "1" + "]" * 100).startswith(f"f.yaml:1: {DEPTH}")
+
+
+def test_aliases_that_expand_without_end_are_refused() -> None:
+    text = "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 10)}]\n" for p, c in zip("abcde", "bcdef", strict=True)
+    )
+    assert one_line(text).startswith("f.yaml:1: more than 100000 values once its aliases")
+
+
+def test_merged_mappings_can_be_reused_and_the_first_merge_wins() -> None:
+    text = (
+        "base: &base {x: 1, y: 1}\n"
+        "other: &other {x: 2, z: 2}\n"
+        "a: &a {<<: [*base, *other], y: 3}\n"
+        "b: *a\n"
+    )
+    (doc,) = parse_documents(text, "f.yaml")
+    assert doc.data["a"] == doc.data["b"] == {"x": 1, "y": 3, "z": 2}
+    assert doc.data["a"].key_lines == {"x": 1, "z": 2, "y": 3}
+    assert one_line("a: &a [1]\nb: {<<: *a}\n").startswith(
+        "f.yaml:1: '<<' merges a mapping or a list of mappings"
+    )
+
+
+def test_numbers_and_durations_that_overflow_are_errors() -> None:
+    for value in (float("inf"), float("nan"), 10**400):
+        with pytest.raises(SpecError, match="expected a finite number"):
+            Cursor(value, "f", 3, "x").number()
+    for value in ("9" * 400 + "h", 10**400, float("inf")):
+        with pytest.raises(SpecError, match="too large to use") as info:
+            Cursor(value, "f", 3, "x").duration()
+        assert info.value.one_line().startswith("f:3: x: the duration ")
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("slos:\n  - &a [*a]\n", 2, "the alias *a is inside its own anchor &a"),
+        (DEEP_FLOW, 1, "nested more than 100 levels deep"),
+    ],
+)
+def test_every_loader_reports_the_same_clean_error(
+    tmp_path: Path, text: str, line: int, message: str
+) -> None:
+    from coalmine.spec.loader import load_bundle
+
+    path = tmp_path / "nasty.yaml"
+    path.write_text(text)
+    with pytest.raises(SpecError) as info:
+        load_bundle([path])  # rollouts, as `coalmine validate` reads them
+    assert info.value.one_line().startswith(f"{path}:{line}: {message} (hint: ")
+    for args in (["validate", str(path)], ["slo", "validate", str(path)]):
+        done = subprocess.run(
+            [str(COALMINE), *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done.returncode == 2, done
+        assert "Traceback" not in done.stderr
+        assert f"{path}:{line}: {message} (hint: " in done.stderr + done.stdout

@@ -6,6 +6,7 @@ See docs/slo.md.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import time
@@ -91,17 +92,29 @@ def _summary(slo: Any) -> dict[str, Any]:
 
 
 def _write(text: str, output: Path) -> None:
-    """Write ``text`` to ``output`` (``-``: standard output) whole or not at all."""
+    """Write ``text`` to ``output`` (``-``: standard output) whole or not at all.
+
+    A regular file (or a new one) is replaced atomically, through a symlink if ``output`` is
+    one; a device or a FIFO (``/dev/null``) is written to, never replaced by a file."""
     if str(output) == "-":
         sys.stdout.write(text)
         return
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(output.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(output)
-    except OSError as err:
-        raise CoalmineError(f"cannot write {output}: {err.strerror}", field="--output") from None
+        if output.exists() and not output.is_file():  # a device or a FIFO, maybe via a link
+            with output.open("w") as stream:
+                stream.write(text)
+        else:
+            target = output.resolve()  # a symlink's real file: the link itself stays
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + ".tmp")
+            try:
+                tmp.write_text(text)
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python 3.11)
+        why = (err.strerror or str(err)) if isinstance(err, OSError) else "a symlink loop"
+        raise CoalmineError(f"cannot write {output}: {why}", field="--output") from None
     print(f"wrote {output}", file=sys.stderr)
 
 
@@ -180,25 +193,35 @@ def _slos_path(given: Path | None) -> Path:
     return path
 
 
+# --at must be a time a datetime can show: from 1970 up to the end of year 9999 (UTC)
+_AT_RANGE = (0.0, 253_402_300_800.0)
+
+
 def _at(text: str | None) -> float:
     if text is None:
         return time.time()
     raw = text.strip()
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
-        pass
-    try:
-        stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        try:
+            stamp = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise CoalmineError(
+                f"expected epoch seconds or an RFC 3339 time, got {text!r}",
+                field="--at",
+                hint="e.g. --at 2024-05-01T12:00:00Z",
+            ) from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        value = stamp.timestamp()
+    if not (math.isfinite(value) and _AT_RANGE[0] <= value < _AT_RANGE[1]):
         raise CoalmineError(
-            f"expected epoch seconds or an RFC 3339 time, got {text!r}",
+            f"expected a time between 1970 and 9999, got {text!r}",
             field="--at",
-            hint="e.g. --at 2024-05-01T12:00:00Z",
-        ) from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    return stamp.timestamp()
+            hint="epoch seconds such as 1717200000, or 2024-06-01T00:00:00Z",
+        )
+    return value
 
 
 def _open(config: Path | None, env: str | None) -> tuple[Any, Callable[[str], str | None]]:
@@ -236,17 +259,19 @@ def _evaluate(
     from coalmine.spec.yamlpos import closest
 
     now = _at(at)
-    slo_set = load_slos([_slos_path(slos_file)])
-    chosen = list(slo_set.slos)
+    path = _slos_path(slos_file)
+    slo_set = load_slos([path])
+    chosen = list(slo_set.slos)  # never empty: the loader refuses a file without SLOs
     if service is not None:
         chosen = [s for s in chosen if s.service == service]
         if not chosen:
             services = sorted({s.service for s in slo_set.slos})
             guess = closest(service, services)
+            listed = "services with SLOs: " + ", ".join(services)
             raise CoalmineError(
                 f"no SLO for service {service!r}",
                 field="--service",
-                hint=f"did you mean '{guess}'?" if guess else "services: " + ", ".join(services),
+                hint=f"did you mean '{guess}'? {listed}" if guess else listed,
             )
     if names is not None:
         known = [s.name for s in slo_set.slos]
@@ -288,28 +313,45 @@ def status_cmd(
     collect: bool = COLLECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Objective, SLI, budget remaining, burn rate per window, alert state and release tier."""
-    from coalmine.slo.policy import release_tier
+    """Objective, SLI, budget remaining, burn rate per window, alert state and release tier.
+    Exit code 2 when a source could not be collected (what is known is still shown)."""
+    from coalmine.slo.policy import data_gap, evaluation_tier
 
     try:
         now, results = _evaluate(None, service, slos, config, env, at, collect)
     except CoalmineError as err:
         raise _fail(err) from None
+    tiers = [evaluation_tier(r, s.release) for s, r in results]
     if as_json:
-        print_json(
-            {
-                "now": now,
-                "slos": [
-                    {**r.to_dict(), "tier": str(release_tier(r.budget.remaining, s.release))}
-                    for s, r in results
-                ],
-            }
-        )
+        slo_data = [
+            {**r.to_dict(), "tier": str(t), "data_gap": data_gap(r)}
+            for (_, r), t in zip(results, tiers, strict=True)
+        ]
+        print_json({"now": now, "slos": slo_data})
+    else:
+        for i, ((slo, result), tier) in enumerate(zip(results, tiers, strict=True)):
+            if i:
+                print()
+            _print_status(slo, result, tier)
+    _fail_if_stale(results)
+
+
+def _fail_if_stale(results: list[tuple[Any, Any]]) -> None:
+    """After the output: exit 2 with one line naming each SLO whose source was unreachable."""
+    failed = [(slo, f) for slo, r in results for f in r.collection_failures]
+    if not failed:
         return
-    for i, (slo, result) in enumerate(results):
-        if i:
-            print()
-        _print_status(slo, result, release_tier(result.budget.remaining, slo.release))
+    what = "; ".join(
+        f"SLO {slo.name}: collection from {f.source} failed: {f.reason}" for slo, f in failed
+    )
+    sources = " and ".join(sorted({f.source for _, f in failed}))
+    raise _fail(
+        CoalmineError(
+            what,
+            hint=f"is {sources} reachable? The output is from the buckets stored before (stale); "
+            "--no-collect evaluates them without collecting",
+        )
+    )
 
 
 def _pct(value: float | None, digits: int = 3) -> str:
@@ -320,8 +362,17 @@ def _when(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _stale_lines(result: Any) -> list[str]:
+    return [
+        f"stale: collection from {f.source} failed: {f.reason}; what follows is from the "
+        "buckets stored before"
+        for f in result.collection_failures
+    ]
+
+
 def _print_status(slo: Any, result: Any, tier: Any) -> None:
     from coalmine.slo.engine import fmt_burn, fmt_count
+    from coalmine.slo.policy import data_gap
     from coalmine.slo.spec import format_span
 
     budget = result.budget
@@ -329,6 +380,8 @@ def _print_status(slo: Any, result: Any, tier: Any) -> None:
         f"{slo.name} ({slo.service}): objective {slo.objective:g}% {slo.sli.describe()}, "
         f"{slo.window.describe()}, {slo.budgeting.describe()}"
     )
+    for line in _stale_lines(result):
+        print(f"  {line}")
     period = result.period
     print(
         f"  SLI {_pct(result.sli)} ({fmt_count(period.bad)} bad of {fmt_count(period.total)} since "
@@ -339,10 +392,14 @@ def _print_status(slo: Any, result: Any, tier: Any) -> None:
         f"  budget {_pct(budget.remaining, 1)} {left} (consumed {_pct(budget.consumed, 1)}: "
         f"{fmt_count(budget.spent)} of {fmt_count(budget.allowed)} allowed) -> release tier {tier}"
     )
+    gap = data_gap(result)
+    if gap:
+        print(f"  release tier at least cautious: {gap}")
     burns = "  ".join(f"{format_span(w.window_s)} {fmt_burn(w.burn_rate)}" for w in result.windows)
     print(f"  burn rate: {burns}")
     states = ", ".join(f"{r.rule.name} {r.state}" for r in result.rules)
-    print(f"  alert state: {result.state} ({states})")
+    stale = " as of the stored buckets (stale)" if result.stale else ""
+    print(f"  alert state: {result.state}{stale} ({states})")
     if result.exhaustion_s is not None:
         when = "now" if result.exhaustion_s == 0 else f"in {format_span(result.exhaustion_s)}"
         print(f"  budget exhausted {when} at the {format_span(result.current_window_s)} burn rate")
@@ -366,15 +423,17 @@ def explain_cmd(
     collect: bool = COLLECT_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Why each alert rule fires or would fire, and what the budget allows releases, in numbers."""
-    from coalmine.slo.policy import ROLLOUT_CLASSES, release_decision, release_tier
+    """Why each alert rule fires or would fire, and what the budget allows releases, in numbers.
+    Exit code 2 when the SLO's source could not be collected (what is known is still shown)."""
+    from coalmine.slo.policy import ROLLOUT_CLASSES, data_gap, evaluation_tier, release_decision
 
     try:
         _, results = _evaluate([name], None, slos, config, env, at, collect)
     except CoalmineError as err:
         raise _fail(err) from None
     slo, result = results[0]
-    tier = release_tier(result.budget.remaining, slo.release)
+    tier = evaluation_tier(result, slo.release)
+    gap = data_gap(result)
     decisions = {
         cls: release_decision(
             tier,
@@ -382,6 +441,7 @@ def explain_cmd(
             budget_remaining=result.budget.remaining,
             thresholds=slo.release,
             slo=slo.name,
+            data_gap=gap,
         )
         for cls in ROLLOUT_CLASSES
     }
@@ -390,11 +450,13 @@ def explain_cmd(
             {
                 **result.to_dict(),
                 "tier": str(tier),
+                "data_gap": gap,
                 "release": {cls: d.to_dict() for cls, d in decisions.items()},
             }
         )
-        return
-    _print_explain(slo, result, tier, decisions)
+    else:
+        _print_explain(slo, result, tier, decisions)
+    _fail_if_stale(results)
 
 
 def _print_explain(slo: Any, result: Any, tier: Any, decisions: dict[str, Any]) -> None:
@@ -408,6 +470,8 @@ def _print_explain(slo: Any, result: Any, tier: Any, decisions: dict[str, Any]) 
         f"{slo.name} ({slo.service}): objective {slo.objective:g}% {slo.sli.describe()}, "
         f"{slo.window.describe()}, {slo.budgeting.describe()}, missing data: {slo.missing_data}"
     )
+    for line in _stale_lines(result):
+        print(line)
     print(
         f"period {_when(result.period_start)} .. {_when(result.end)}: "
         f"{fmt_count(period.total)} events, {fmt_count(period.bad)} bad, SLI {_pct(result.sli)}"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coalmine.slo.engine import SloResult
-from coalmine.slo.policy import Tier, release_decision, release_tier, worst_tier
+from coalmine.slo.policy import Tier, data_gap, evaluation_tier, release_decision, worst_tier
 from coalmine.slo.spec import ReleaseThresholds, Slo, format_span
 
 _TIER_ORDER = (Tier.NORMAL, Tier.CAUTIOUS, Tier.PROTECTED, Tier.FROZEN)
@@ -93,7 +93,9 @@ class BurnSignal:
 
 @dataclass(frozen=True)
 class SloBudget:
-    """One SLO's budget at an evaluation. ``error``: it could not be evaluated (tier cautious)."""
+    """One SLO's budget at an evaluation. ``error``: it could not be evaluated (tier cautious).
+    ``data_gap``: it was, but on incomplete data (a source not collected, a rule without data):
+    ``remaining`` is what the stored buckets say and the tier is at least cautious."""
 
     slo: str
     remaining: float | None
@@ -103,6 +105,7 @@ class SloBudget:
     exhaustion_s: float | None = None
     error: str | None = None
     notes: tuple[str, ...] = ()
+    data_gap: str | None = None
 
 
 @dataclass(frozen=True)
@@ -144,11 +147,12 @@ def slo_budget(slo: Slo, result: SloResult) -> SloBudget:
     return SloBudget(
         slo=slo.name,
         remaining=result.budget.remaining,
-        tier=release_tier(result.budget.remaining, slo.release),
+        tier=evaluation_tier(result, slo.release),
         thresholds=slo.release,
         firing=firing,
         exhaustion_s=result.exhaustion_s,
         notes=result.notes,
+        data_gap=data_gap(result),
     )
 
 
@@ -185,6 +189,7 @@ class PolicyVerdict:
     approved: bool
     emergency: bool
     error: str | None = None
+    data_gap: str | None = None  # the chosen SLO's data is incomplete (see SloBudget)
 
     def to_dict(self) -> dict[str, Any]:
         """The receipts' ``budget_policy`` field (and the decision's data)."""
@@ -203,15 +208,19 @@ class PolicyVerdict:
         }
         if self.error is not None:
             out["error"] = self.error
+        if self.data_gap is not None:
+            out["data_gap"] = self.data_gap
         return out
 
 
 def _worst(slos: Sequence[SloBudget]) -> SloBudget:
-    """The SLO with the strictest tier; among equals the least budget left (unknown first)."""
+    """The SLO with the strictest tier; among equals an unknown or incomplete budget first, then
+    the least budget left."""
     return max(
         slos,
         key=lambda s: (
             _TIER_ORDER.index(s.tier),
+            s.error is not None or s.data_gap is not None,
             s.remaining is None,
             -(s.remaining or 0.0),
         ),
@@ -229,13 +238,15 @@ def release_policy(
     """The policy's verdict for a rollout of ``rollout_class`` given the last observation.
 
     No observation, or a failed evaluation, is an unknown budget: ``cautious``, with the cause
-    in the reason. ``approval`` is the rollout's approval on record (``{"emergency": bool}``).
+    in the reason; an SLO evaluated on incomplete data (``data_gap``) is at least ``cautious``.
+    ``approval`` is the rollout's approval on record (``{"emergency": bool}``).
     ``thresholds`` is used when no SLO could be read (its pause factor)."""
     approved = approval is not None
     emergency = bool(approval and approval.get("emergency"))
     error: str | None = None
     slo: str | None = None
     remaining: float | None = None
+    gap: str | None = None
     t = thresholds
     if budget is None:
         error = "the service's SLOs have not been evaluated yet"
@@ -247,6 +258,7 @@ def release_policy(
         assert budget is not None
         chosen = _worst(budget.slos)
         tier, slo, remaining, t = chosen.tier, chosen.slo, chosen.remaining, chosen.thresholds
+        gap = chosen.data_gap
         if chosen.error is not None:
             error = f"SLO {chosen.slo}: {chosen.error}"
     else:
@@ -259,7 +271,9 @@ def release_policy(
         budget_remaining=remaining,
         thresholds=t,
         slo=slo,
+        data_gap=gap,
     )
+    tier = decision.tier
     reason = decision.reason
     if error is not None and tier is Tier.CAUTIOUS:
         what = (
@@ -285,6 +299,7 @@ def release_policy(
         approved=approved,
         emergency=emergency,
         error=error,
+        data_gap=gap,
     )
 
 

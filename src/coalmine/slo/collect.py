@@ -50,6 +50,8 @@ class Collected:
     buckets: int = 0
     events: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: Why the source could not be read (or stopped answering part-way): the data is stale.
+    failure: str | None = None
 
 
 def bucket_of(t: float, resolution: float) -> float:
@@ -97,7 +99,7 @@ def collect_probes(
         with db.connect() as conn:
             rows: list[Any] = list(conn.execute(query).all())
     except exc.DBAPIError as err:
-        out.notes.append(f"probe results unreadable ({type(err.orig or err).__name__}): no data")
+        out.failure = f"probe results unreadable ({type(err.orig or err).__name__}): no data"
         return out
     buckets = to_buckets(((float(t), bool(ok)) for t, ok in rows), res)
     out.buckets = store.put(slo.name, buckets)
@@ -140,7 +142,7 @@ async def collect_router_at(
     """Connect to the router's admin API and collect from the stored cursor on."""
     address = source.admin or admin
     if address is None:
-        return Collected(notes=[f"{slo.name}: no router admin address (set sli.admin)"])
+        return Collected(failure="no router admin address (set sli.admin)")
     since = store.cursor(slo.name, "router")
     if since is None:
         since = now - 900.0  # what a router keeps by default
@@ -148,7 +150,7 @@ async def collect_router_at(
         async with RouterClient(address) as client:
             return await collect_router(slo, client, store, since, now)
     except CoalmineError as err:
-        return Collected(notes=[f"router {address}: {err.message}; no new data"])
+        return Collected(failure=f"router {address}: {err.message}; no new data")
 
 
 # --------------------------------------------------------------------------- prometheus
@@ -222,7 +224,7 @@ async def collect_prometheus(
                 good = await _range(http, source.address, good_q, t, stop, res)
                 total = await _range(http, source.address, total_q, t, stop, res)
             except CoalmineError as err:
-                out.notes.append(f"{slo.name}: {err.message}; no data after {_iso(t - res)}")
+                out.failure = f"{err.message}; no data after {_iso(t - res)}"
                 break
             for at, n in sorted(total.items()):
                 g = good.get(at)

@@ -145,6 +145,18 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class CollectionFailure:
+    """A source that could not be read at this evaluation: the result only knows the buckets
+    stored before, so it is stale."""
+
+    source: str  # prometheus | router | probe
+    reason: str  # one line, without credentials
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class SloResult:
     slo: str
     service: str
@@ -165,6 +177,16 @@ class SloResult:
     exhaustion_s: float | None  # at the burn rate over current_window_s; 0 when exhausted
     guards: tuple[TrafficGuard, ...]
     notes: tuple[str, ...] = field(default=())
+    collection_failures: tuple[CollectionFailure, ...] = field(default=())
+
+    @property
+    def stale(self) -> bool:
+        """New observations could not be collected: the numbers may miss recent events."""
+        return bool(self.collection_failures)
+
+    @property
+    def no_data_rules(self) -> tuple[RuleResult, ...]:
+        return tuple(r for r in self.rules if r.state == "no_data")
 
     @property
     def current_burn_rate(self) -> float | None:
@@ -193,6 +215,9 @@ class SloResult:
             "exhaustion_s": self.exhaustion_s,
             "guards": [g.to_dict() for g in self.guards],
             "notes": list(self.notes),
+            "stale": self.stale,
+            "collection_failures": [f.to_dict() for f in self.collection_failures],
+            "no_data_rules": [r.rule.name for r in self.no_data_rules],
         }
 
 

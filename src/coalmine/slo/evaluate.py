@@ -5,22 +5,41 @@ The CLI uses it now and the controller at every step::
     evaluator = SloEvaluator(SloBucketStore(store.engine), probe_db=store.engine)
     result = await evaluator.refresh(slo, now)        # collect, then evaluate
     result = evaluator.evaluate(slo, now)             # stored buckets only
-    tier = release_tier(result.budget.remaining, slo.release)
+    tier = evaluation_tier(result, slo.release)
+
+A source that cannot be read is not a note only: ``refresh`` puts it in the result's
+``collection_failures`` (the result is ``stale``), and the tier is then at least ``cautious``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 from sqlalchemy.engine import Engine
 
 from coalmine.slo import collect
-from coalmine.slo.engine import CURRENT_WINDOW_S, SloResult, evaluate
-from coalmine.slo.policy import Tier, release_tier
+from coalmine.slo.engine import CURRENT_WINDOW_S, CollectionFailure, SloResult, evaluate
+from coalmine.slo.policy import Tier, evaluation_tier
 from coalmine.slo.spec import ProbeSource, PrometheusSource, RouterSource, Slo
 from coalmine.slo.store import SloBucketStore
+from coalmine.store.sql import redact
+
+
+@dataclass(frozen=True)
+class Collection:
+    """What one collection noted for a person, and ``failure`` when the source could not be
+    read at all (or only partly: the data stops before now)."""
+
+    notes: tuple[str, ...] = ()
+    failure: CollectionFailure | None = None
+
+    @classmethod
+    def of(cls, source: str, got: collect.Collected) -> Collection:
+        failure = None if got.failure is None else CollectionFailure(source, redact(got.failure))
+        return cls(tuple(got.notes), failure)
 
 
 class SloEvaluator:
@@ -56,33 +75,39 @@ class SloEvaluator:
             current_window_s=self.current_window_s,
         )
 
-    async def collect(self, slo: Slo, now: float) -> list[str]:
-        """Bring the SLO's buckets up to ``now``; returns notes on what could not be read."""
+    async def collect(self, slo: Slo, now: float) -> Collection:
+        """Bring the SLO's buckets up to ``now``; says what could not be read."""
         source = slo.sli.source
         period_start, _ = slo.window.period(now)
         if isinstance(source, RouterSource):
             admin = self.router_admin(slo.service)
             got = await collect.collect_router_at(slo, source, admin, self.buckets, now)
-        elif isinstance(source, ProbeSource):
+            return Collection.of("router", got)
+        if isinstance(source, ProbeSource):
             if self.probe_db is None:
-                return [f"{slo.name}: no database with probe results"]
+                return Collection(
+                    failure=CollectionFailure("probe", "no database with probe results")
+                )
             since = self.buckets.cursor(slo.name, "probe") or period_start
             got = collect.collect_probes(slo, source, self.probe_db, self.buckets, since, now)
-        else:
-            assert isinstance(source, PrometheusSource)
-            since = self.buckets.cursor(slo.name, "prometheus") or period_start
-            got = await collect.collect_prometheus(
-                slo, source, self.buckets, since, now, self.transport
-            )
-        return got.notes
+            return Collection.of("probe", got)
+        assert isinstance(source, PrometheusSource)
+        since = self.buckets.cursor(slo.name, "prometheus") or period_start
+        got = await collect.collect_prometheus(
+            slo, source, self.buckets, since, now, self.transport
+        )
+        return Collection.of("prometheus", got)
 
     async def refresh(self, slo: Slo, now: float) -> SloResult:
-        """Collect, then evaluate; collection notes join the result's notes."""
-        notes = await self.collect(slo, now)
+        """Collect, then evaluate: collection notes join the result's notes, and a source that
+        could not be read makes the result stale (``collection_failures``)."""
+        got = await self.collect(slo, now)
         result = self.evaluate(slo, now)
-        if notes:
-            result = dataclasses.replace(result, notes=(*notes, *result.notes))
-        return result
+        return dataclasses.replace(
+            result,
+            notes=(*got.notes, *result.notes),
+            collection_failures=() if got.failure is None else (got.failure,),
+        )
 
     def tier(self, slo: Slo, result: SloResult) -> Tier:
-        return release_tier(result.budget.remaining, slo.release)
+        return evaluation_tier(result, slo.release)

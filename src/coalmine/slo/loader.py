@@ -17,6 +17,7 @@ Every error names file, line and field and, where it can, the closest valid word
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from functools import cache
@@ -28,7 +29,9 @@ from coalmine.slo.spec import (
     API_VERSION,
     BUDGETING_METHODS,
     CALENDARS,
+    DAY,
     KIND,
+    MINUTE,
     MISSING_DATA,
     SEVERITIES,
     SLI_SOURCES,
@@ -78,7 +81,19 @@ RELEASE_FIELDS = ("normalAbove", "cautiousAbove", "pauseFactor", "accelerateFact
 BUDGETING_FIELDS = ("method", "slice", "goodRatio")
 WINDOW_FIELDS = ("rolling", "calendar", "timezone")
 SPAN_HINT = "use e.g. 5m, 1h, 30d"
+LONGEST = 366 * DAY  # no SLO duration (window, alert window, for) is longer than a leap year
+MAX_UNITS = round(LONGEST / MINUTE)  # units per window: the engine keeps one entry per unit
+MINIMAL_HINT = (
+    "a minimal slos.yaml: slos: [{name: shop-availability, service: shop, objective: 99.9, "
+    "sli: {type: availability, source: router}, window: 30d}]"
+)
+OBJECTIVE_HINT = "objective is a percent number such as 99.9, without %"
+SERVICE_HINT = (
+    "the service's name in coalmine.yaml: lowercase letters, digits, '-', '_' and '.', "
+    "starting and ending with a letter or digit"
+)
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+SERVICE_NAME = re.compile(r"[a-z0-9]([-a-z0-9._]*[a-z0-9])?")  # rollout names (DNS) and '_'
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|m|h|d)\s*")
 _PER = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -87,11 +102,23 @@ _PER = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def load_slos(paths: Iterable[str | Path]) -> SloSet:
-    """Every SLO in the files (directories: their ``*.yaml``/``*.yml``). Raises SpecError."""
+    """Every SLO in the files (directories: their ``*.yaml``/``*.yml``). Raises SpecError,
+    also when there is no SLO at all: an empty input is a mistake, not an empty set."""
+    paths = list(paths)
+    files = _files(paths)
     docs: list[Document] = []
-    for path in _files(paths):
+    for path in files:
         docs.extend(read_documents(path))
-    return build(docs)
+    slos = build(docs)
+    if not slos.slos:
+        if not files:
+            where = str(paths[0]) if paths else None
+            raise SpecError("no .yaml or .yml files to read", file=where, hint=MINIMAL_HINT)
+        line = next((d.line for d in docs if d.file == str(files[0])), 1)
+        raise SpecError(
+            "no SLOs found", file=str(files[0]), line=line, field="slos", hint=MINIMAL_HINT
+        )
+    return slos
 
 
 def _files(paths: Iterable[str | Path]) -> list[Path]:
@@ -116,6 +143,10 @@ def build(docs: Sequence[Document]) -> SloSet:
             continue
         items = root_cursor(doc).sequence() if isinstance(doc.data, list) else [root_cursor(doc)]
         for cur in items:
+            cur.mapping(
+                f"a document holds slos: [...] ({KIND}) or an OpenSLO object "
+                f"(apiVersion: {openslo.API_VERSION}); {MINIMAL_HINT}"
+            )
             api = cur.get("apiVersion")
             if api is not None and api.value == openslo.API_VERSION:
                 imported.append(cur)
@@ -185,16 +216,17 @@ def _slo_set(cur: Cursor) -> list[Slo]:
         kind.fail(f"unknown kind {kind.value!r}", f"did you mean '{guess}'?" if guess else KIND)
     if cur.get("apiVersion") is not None and kind is None:
         cur.fail("missing required field 'kind'", f"kind: {KIND}")
-    items = cur.require("slos", "a list of SLOs").sequence()
+    items = cur.require("slos", "a list of SLOs").sequence(f"slos is a list; {MINIMAL_HINT}")
     if not items:
-        cur.require("slos").fail("no SLOs in the list")
+        cur.require("slos").fail("no SLOs in the list", MINIMAL_HINT)
     return [_slo(item) for item in items]
 
 
 def _slo(cur: Cursor) -> Slo:
+    cur.mapping(f"each SLO is a mapping; {MINIMAL_HINT}")
     cur.check_fields(SLO_FIELDS)
     name = _name(cur.require("name"))
-    service = cur.require("service", "the service in coalmine.yaml").nonempty_string()
+    service = service_name(cur.require("service", "the service in coalmine.yaml"))
     description = _opt_string(cur.get("description"))
     objective = objective_percent(cur.require("objective", "a percentage, e.g. 99.9"))
     resolution = _resolution(cur.get("resolution"))
@@ -225,12 +257,26 @@ def _slo(cur: Cursor) -> Slo:
     return _finish(slo, window_cur, rules_cur)
 
 
-def _finish(slo: Slo, window_cur: Cursor, rules_cur: Cursor | None) -> Slo:
-    """Checks that need the whole SLO: the window holds every alert window, and every window is
-    a whole number of counting units."""
+def _finish(
+    slo: Slo,
+    window_cur: Cursor,
+    rules_cur: Cursor | None,
+    too_long_hint: str = "lengthen the window or set alerting: with shorter windows",
+) -> Slo:
+    """Checks that need the whole SLO: the window holds every alert window, every window is
+    a whole number of counting units, and the engine's series (one entry per unit) stays
+    small. ``too_long_hint`` says how to fix an alert window longer than the SLO window."""
     rules_at = rules_cur.sequence() if rules_cur is not None else []
     unit = slo.unit_s
     what = "time slice" if slo.budgeting.method == "timeslices" else "resolution"
+    period = slo.window.rolling_s or 31 * DAY  # a calendar month is at most 31 days
+    if period / unit > MAX_UNITS:
+        window_cur.fail(
+            f"the window ({slo.window.describe()}) holds {period / unit:.0f} units of "
+            f"{format_span(unit)} ({what}), more than the {MAX_UNITS} coalmine keeps",
+            f"use a {what} of at least {format_span(math.ceil(period / MAX_UNITS))}, "
+            "or a shorter window",
+        )
     for i, rule in enumerate(slo.alerting):
         at = rules_at[i] if i < len(rules_at) else (rules_cur or window_cur)
         for key, span in (("long", rule.long_s), ("short", rule.short_s)):
@@ -245,7 +291,14 @@ def _finish(slo: Slo, window_cur: Cursor, rules_cur: Cursor | None) -> Slo:
             window_cur.fail(
                 f"the window {format_span(slo.window.rolling_s)} is shorter than the long window "
                 f"{format_span(rule.long_s)} of alert rule '{rule.name}'",
-                "lengthen the window or set alerting: with shorter windows",
+                too_long_hint,
+            )
+        if rule.for_s / unit > MAX_UNITS:
+            spot = at.get("for") if isinstance(at.value, dict) else None
+            (spot or at).fail(
+                f"'for' of rule '{rule.name}' holds more than {MAX_UNITS} units of "
+                f"{format_span(unit)} ({what})",
+                "alert conditions usually hold for minutes, e.g. for: 2m",
             )
         if slo.window.calendar is not None and rule.long_s > 28 * 86400:
             window_cur.fail(
@@ -277,8 +330,17 @@ def _opt_string(cur: Cursor | None) -> str:
     return "" if cur is None or cur.value is None else cur.string()
 
 
-def objective_percent(cur: Cursor) -> float:
-    value = cur.number()
+def service_name(cur: Cursor) -> str:
+    """The SLO's service: it goes into PromQL label values and alert templates, so only the
+    characters of coalmine.yaml's service names (and rollout names) are allowed."""
+    text = cur.nonempty_string()
+    if len(text) > 253 or not SERVICE_NAME.fullmatch(text):
+        cur.fail(f"invalid service name {text!r}", SERVICE_HINT)
+    return text
+
+
+def objective_percent(cur: Cursor, hint: str = OBJECTIVE_HINT) -> float:
+    value = cur.number(hint)
     if not 0 < value < 100:
         cur.fail(
             f"the objective must be strictly between 0 and 100 (percent), got {value:g}",
@@ -300,13 +362,21 @@ def _choice(cur: Cursor | None, options: Sequence[str], default: str) -> str:
     return value
 
 
-def span(cur: Cursor, hint: str = SPAN_HINT) -> float:
+def span(cur: Cursor, hint: str = SPAN_HINT, *, zero: bool = False) -> float:
+    """A duration above zero (``zero``: or zero), at most LONGEST (366d)."""
     try:
         value = parse_span(cur.value)
     except ValueError as err:
         cur.fail(str(err), hint)
-    if value <= 0:
+    except OverflowError:  # an integer too large for a float
+        value = math.inf
+    if math.isnan(value):
+        cur.fail(f"expected a duration, got {cur.value!r}", hint)
+    if value < 0 or (value == 0 and not zero):
         cur.fail("must be longer than zero", hint)
+    if value > LONGEST:
+        text = str(cur.value) if len(str(cur.value)) <= 24 else str(cur.value)[:20] + "..."
+        cur.fail(f"{text} is longer than {format_span(LONGEST)}, the longest allowed", hint)
     return value
 
 
@@ -322,14 +392,19 @@ def _resolution(cur: Cursor | None) -> float:
 def _traffic(cur: Cursor | None) -> float | None:
     if cur is None or cur.value is None:
         return None
+    hint = "events per time such as 10/s or 60/h"
     if isinstance(cur.value, int | float) and not isinstance(cur.value, bool):
-        if cur.value < 0:
+        value = cur.number(hint)
+        if value < 0:
             cur.fail("expected traffic cannot be negative")
-        return float(cur.value)
+        return value
     match = _RATE.fullmatch(str(cur.value)) if isinstance(cur.value, str) else None
     if match is None:
-        cur.fail(f"expected events per time such as 10/s or 60/h, got {cur.value!r}")
-    return float(match.group(1)) / _PER[match.group(2)]
+        cur.fail(f"expected {hint}, got {cur.value!r}")
+    value = float(match.group(1)) / _PER[match.group(2)]
+    if not math.isfinite(value):
+        cur.fail(f"expected {hint}, got a number too large to use", hint)
+    return value
 
 
 # --------------------------------------------------------------------------- sli
@@ -526,11 +601,7 @@ def _rules(cur: Cursor) -> tuple[AlertRule, ...]:
 
 
 def parse_for(cur: Cursor) -> float:
-    try:
-        value = parse_span(cur.value)
-    except ValueError as err:
-        cur.fail(str(err), "e.g. 2m")
-    return value
+    return span(cur, "e.g. 2m", zero=True)
 
 
 def _release(cur: Cursor | None) -> ReleaseThresholds:

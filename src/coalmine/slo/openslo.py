@@ -21,14 +21,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from coalmine.slo.loader import (
+    LONGEST,
+    MAX_UNITS,
     _multiple,
     _name,
     objective_percent,
     query_template,
+    service_name,
     span,
     timezone,
 )
 from coalmine.slo.spec import (
+    DAY,
     AlertRule,
     Budgeting,
     Location,
@@ -54,7 +58,7 @@ KINDS = (
 META_FIELDS = ("name", "displayName", "labels", "annotations")
 SHORT_DIVISOR = 12  # short window = long / 12 (1h/5m, 6h/30m, 1d/2h, 3d/6h)
 
-Finish = Callable[[Slo, Cursor, Cursor | None], Slo]
+Finish = Callable[[Slo, Cursor, Cursor | None, str], Slo]
 
 
 @dataclass
@@ -121,7 +125,7 @@ def _slo(cur: Cursor, objects: _Objects, finish: Finish) -> Slo:
             "alertPolicies",
         )
     )
-    service = spec.require("service").nonempty_string()
+    service = service_name(spec.require("service"))
     description = spec.get("description")
     indicator, ind_ref = spec.get("indicator"), spec.get("indicatorRef")
     if (indicator is None) == (ind_ref is None):
@@ -146,7 +150,7 @@ def _slo(cur: Cursor, objects: _Objects, finish: Finish) -> Slo:
             "split the objectives into SLOs of their own",
         )
     objective, budgeting = _objective(objectives[0], method)
-    rules, missing, rules_cur = _alerting(spec.get("alertPolicies"), objects)
+    rules, missing, conditions = _alerting(spec.get("alertPolicies"), objects)
     slo = Slo(
         name=name,
         service=service,
@@ -160,7 +164,9 @@ def _slo(cur: Cursor, objects: _Objects, finish: Finish) -> Slo:
         location=Location(cur.file, cur.line),
         origin="openslo",
     )
-    return finish(slo, window_cur, rules_cur)
+    _check_conditions(slo, conditions)
+    hint = "lengthen the timeWindow, or add alertPolicies with shorter lookbackWindows"
+    return finish(slo, window_cur, None, hint)
 
 
 def _objective(cur: Cursor, method: str) -> tuple[float, Budgeting]:
@@ -185,13 +191,13 @@ def _objective(cur: Cursor, method: str) -> tuple[float, Budgeting]:
     if (target is None) == (percent is None):
         cur.fail("give exactly one of 'target' and 'targetPercent'")
     if target is not None:
-        ratio = target.number()
+        ratio = target.number("target is a ratio such as 0.999")
         if not 0 < ratio < 1:
             target.fail(f"target must be strictly between 0 and 1, got {ratio:g}", "e.g. 0.999")
         objective = round(ratio * 100, 10)
     else:
         assert percent is not None
-        objective = objective_percent(percent)
+        objective = objective_percent(percent, "targetPercent is a percent number such as 99.9")
     slice_target, slice_window = cur.get("timeSliceTarget"), cur.get("timeSliceWindow")
     if method == "Occurrences":
         for extra in (slice_target, slice_window):
@@ -204,7 +210,9 @@ def _objective(cur: Cursor, method: str) -> tuple[float, Budgeting]:
     if not 0 < good_ratio <= 1:
         slice_target.fail(f"timeSliceTarget must be in (0, 1], got {good_ratio:g}")
     if isinstance(slice_window.value, int | float) and not isinstance(slice_window.value, bool):
-        slice_s = float(slice_window.value) * 60.0  # OpenSLO: a bare number is minutes
+        slice_s = slice_window.number("e.g. 1m") * 60.0  # OpenSLO: a bare number is minutes
+        if not 0 < slice_s <= LONGEST:
+            slice_window.fail(f"must be above 0 and at most {format_span(LONGEST)}", "e.g. 1m")
     else:
         slice_s = span(slice_window, "e.g. 1m")
     if not _multiple(slice_s, 60.0):
@@ -321,11 +329,12 @@ def _address(cur: Cursor) -> str:
 
 def _alerting(
     cur: Cursor | None, objects: _Objects
-) -> tuple[tuple[AlertRule, ...], str, Cursor | None]:
-    """Rules, the missing-data policy, and the cursor to report rule problems at."""
+) -> tuple[tuple[AlertRule, ...], str, list[Cursor]]:
+    """Rules, the missing-data policy, and the AlertCondition of each rule (to report at)."""
     if cur is None:
-        return (), "ignore", None
+        return (), "ignore", []
     rules: list[AlertRule] = []
+    conditions: list[Cursor] = []
     no_data = False
     for item in cur.sequence():
         if isinstance(item.value, str):
@@ -339,17 +348,26 @@ def _alerting(
             if kind != "AlertPolicy":
                 item.require("kind").fail(f"expected kind AlertPolicy, got {kind!r}")
             policy = item
-        new, policy_no_data = _policy(policy, objects)
+        new, policy_conditions, policy_no_data = _policy(policy, objects)
         rules.extend(new)
+        conditions.extend(policy_conditions)
         no_data = no_data or policy_no_data
-    names = [r.name for r in rules]
-    for name in names:
-        if names.count(name) > 1:
-            cur.fail(f"two alert conditions are named '{name}'", "rename one")
-    return tuple(rules), "alert" if no_data else "ignore", None
+    first: dict[str, str] = {}
+    for rule, condition in zip(rules, conditions, strict=True):
+        name_cur = condition.require("metadata").require("name")
+        here = f"{name_cur.file}:{name_cur.line}"
+        if rule.name in first:
+            name_cur.fail(
+                f"the SLO's alert policies use AlertCondition '{rule.name}' twice",
+                "reference each condition once"
+                if first[rule.name] == here
+                else f"the other one is at {first[rule.name]}; rename one",
+            )
+        first[rule.name] = here
+    return tuple(rules), "alert" if no_data else "ignore", conditions
 
 
-def _policy(cur: Cursor, objects: _Objects) -> tuple[list[AlertRule], bool]:
+def _policy(cur: Cursor, objects: _Objects) -> tuple[list[AlertRule], list[Cursor], bool]:
     spec = cur.require("spec")
     spec.check_fields(
         (
@@ -381,7 +399,7 @@ def _policy(cur: Cursor, objects: _Objects) -> tuple[list[AlertRule], bool]:
             target.check_fields(("kind", "metadata", "spec"))
             receivers.append(target)
     names = tuple(_metadata_name(r) for r in receivers)
-    rules = []
+    rules, conditions = [], []
     for item in spec.require("conditions").sequence():
         if isinstance(item.value, dict) and "conditionRef" in item.value:
             item.check_fields(("conditionRef",))
@@ -390,7 +408,8 @@ def _policy(cur: Cursor, objects: _Objects) -> tuple[list[AlertRule], bool]:
             item.check_fields(("kind", "metadata", "spec"))
             condition = item
         rules.append(_condition(condition, names))
-    return rules, no_data
+        conditions.append(condition)
+    return rules, conditions, no_data
 
 
 def _condition(cur: Cursor, receivers: tuple[str, ...]) -> AlertRule:
@@ -428,6 +447,41 @@ def _condition(cur: Cursor, receivers: tuple[str, ...]) -> AlertRule:
 
 
 def span_or_zero(cur: Cursor) -> float:
-    if cur.value in ("0", "0m", "0s", 0):
-        return 0.0
-    return span(cur, "e.g. 5m")
+    return span(cur, "e.g. 5m", zero=True)
+
+
+def _check_conditions(slo: Slo, conditions: Sequence[Cursor]) -> None:
+    """Each AlertCondition fits this SLO: its lookbackWindow and the short window (a twelfth of
+    it) are whole counting units, and it fits in the timeWindow. Problems are reported at the
+    condition, which several SLOs may share, so the message names the SLO."""
+    if not conditions:  # the default table
+        return
+    unit = slo.unit_s
+    what = "the timeSliceWindow" if slo.budgeting.method == "timeslices" else "coalmine's buckets"
+    limit = slo.window.rolling_s or 28 * DAY
+    within = (
+        f"the timeWindow {format_span(limit)}"
+        if slo.window.rolling_s is not None
+        else "the shortest calendar month (28d)"
+    )
+    for rule, doc in zip(slo.alerting, conditions, strict=True):
+        cond = doc.require("spec").require("condition")
+        lookback = cond.require("lookbackWindow")
+        where = f"AlertCondition '{rule.name}' (SLO '{slo.name}')"
+        if not _multiple(rule.short_s, unit):
+            lookback.fail(
+                f"{where}: the short window, lookbackWindow / {SHORT_DIVISOR} = "
+                f"{format_span(rule.short_s)}, is not a whole number of {format_span(unit)} "
+                f"({what})",
+                f"use a lookbackWindow that is a multiple of {format_span(unit * SHORT_DIVISOR)}",
+            )
+        if rule.long_s > limit:
+            lookback.fail(
+                f"{where}: the lookbackWindow {format_span(rule.long_s)} is longer than {within}",
+                f"use a lookbackWindow of at most {format_span(limit)}, or a longer timeWindow",
+            )
+        if rule.for_s / unit > MAX_UNITS:
+            cond.require("alertAfter").fail(
+                f"{where}: alertAfter holds more than {MAX_UNITS} units of {format_span(unit)}",
+                "alert conditions usually hold for minutes, e.g. alertAfter: 2m",
+            )

@@ -11,7 +11,9 @@ frozen     0 or less (exhausted)          rollbacks; emergencies with an approva
 ========== ============================== =================================================
 
 A rollback is never held back: it lowers risk, and the framework promises one within minutes.
-An unknown budget (no data in the SLO period) is ``cautious``: no data is never "all good".
+An unknown budget (no data in the SLO period) is ``cautious``: no data is never "all good". So is
+a gap in the data (:func:`data_gap`: a source that could not be collected, or a rule in the
+``no_data`` state): the tier is then at least ``cautious``, whatever the stored buckets say.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-from coalmine.slo.spec import ReleaseThresholds
+from coalmine.slo.engine import SloResult
+from coalmine.slo.spec import ReleaseThresholds, format_span
 
 ROLLOUT_CLASSES = ("feature", "fix", "rollback")
 
@@ -47,6 +50,32 @@ def release_tier(budget_remaining: float | None, thresholds: ReleaseThresholds) 
     if budget_remaining >= thresholds.cautious_above:
         return Tier.CAUTIOUS
     return Tier.PROTECTED
+
+
+def data_gap(result: SloResult) -> str | None:
+    """Why ``result`` cannot vouch for its budget (None: it can): the sources that could not be
+    collected, and the windows without data of rules in the ``no_data`` state."""
+    gaps = [
+        f"SLO {result.slo} could not be collected from {f.source} ({f.reason}); "
+        "the budget is unknown"
+        for f in result.collection_failures
+    ]
+    rules = result.no_data_rules
+    if rules:
+        empty = {w.window_s for r in rules for w in (r.long, r.short) if w.total <= 0}
+        spans = ", ".join(format_span(s) for s in sorted(empty))
+        names = ", ".join(r.rule.name for r in rules)
+        plural = "s" if len(empty) > 1 else ""
+        gaps.append(
+            f"SLO {result.slo} has no data in window{plural} {spans} ({names}, missingData: alert)"
+        )
+    return "; ".join(gaps) or None
+
+
+def evaluation_tier(result: SloResult, thresholds: ReleaseThresholds) -> Tier:
+    """The tier of an evaluation: its budget's, but at least ``cautious`` with a data gap."""
+    tier = release_tier(result.budget.remaining, thresholds)
+    return worst_tier((tier, Tier.CAUTIOUS)) if data_gap(result) else tier
 
 
 def worst_tier(tiers: Iterable[Tier]) -> Tier:
@@ -82,13 +111,17 @@ def release_decision(
     budget_remaining: float | None = None,
     thresholds: ReleaseThresholds | None = None,
     slo: str | None = None,
+    data_gap: str | None = None,
 ) -> Decision:
     """What a rollout of ``rollout_class`` (feature, fix or rollback) may do in ``tier``.
 
     ``approved``: an SRE approval is on record. ``emergency``: the release is declared an
-    emergency (only matters when frozen). ``budget_remaining``/``slo`` only feed the reason."""
+    emergency (only matters when frozen). ``budget_remaining``/``slo`` only feed the reason.
+    ``data_gap`` (see :func:`data_gap`) makes ``normal`` ``cautious`` and joins the reason."""
     if rollout_class not in ROLLOUT_CLASSES:
         raise ValueError(f"unknown rollout class {rollout_class!r}")
+    if data_gap and tier is Tier.NORMAL:
+        tier = Tier.CAUTIOUS
     t = thresholds or ReleaseThresholds()
     who = f" of SLO {slo}" if slo else ""
     budget = f"error budget{who} {_pct(budget_remaining)} remaining"
@@ -103,6 +136,8 @@ def release_decision(
             "needs_approval": False,
         }
         base.update(kw)
+        if data_gap and tier is not Tier.CAUTIOUS:
+            reason += f"; also {data_gap}"
         return Decision(allowed=allowed, tier=tier, reason=reason, **base)
 
     if tier is Tier.NORMAL:
@@ -115,12 +150,13 @@ def release_decision(
         )
     if tier is Tier.CAUTIOUS:
         if rollout_class == "rollback":
-            return decide(True, f"cautious: {budget}; rollbacks are never held back")
-        detail = (
-            "no events in the SLO period, budget unknown"
-            if budget_remaining is None
-            else f"{budget}, between {cautious} and {normal}"
-        )
+            return decide(True, f"cautious: {data_gap or budget}; rollbacks are never held back")
+        if data_gap:
+            detail = data_gap
+        elif budget_remaining is None:
+            detail = "no events in the SLO period, budget unknown"
+        else:
+            detail = f"{budget}, between {cautious} and {normal}"
         return decide(
             True,
             f"cautious: {detail}; {rollout_class} allowed with pauses x{t.pause_factor:g} and "

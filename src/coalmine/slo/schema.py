@@ -12,6 +12,7 @@ from coalmine.slo.loader import (
     BUDGETING_FIELDS,
     RELEASE_FIELDS,
     RULE_FIELDS,
+    SERVICE_NAME,
     SLO_FIELDS,
     SOURCE_FIELDS,
 )
@@ -125,7 +126,12 @@ def _slo() -> Schema:
     )
     props: Schema = {
         "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"},
-        "service": {"type": "string", "minLength": 1},
+        "service": {
+            "type": "string",
+            "pattern": f"^{SERVICE_NAME.pattern}$",
+            "maxLength": 253,
+            "description": "the service in coalmine.yaml",
+        },
         "description": {"type": "string"},
         "objective": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 100},
         "sli": _sli(),

@@ -3,11 +3,16 @@
 Documents are composed with PyYAML's safe loader and built into :class:`YMap` / :class:`YSeq`
 (plain ``dict`` / ``list`` subclasses that remember the line of every key and item). Scalars are
 built by the safe constructor, except timestamps, which stay strings as in Kubernetes.
+
+Input that would make composing or building recurse without end is refused with a SpecError:
+an alias inside its own anchor, nesting deeper than :data:`MAX_DEPTH` (aliases and merges
+included), and aliases that expand to more than :data:`MAX_VALUES` values.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +20,17 @@ from typing import Any, NoReturn
 
 import yaml
 from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, NodeEvent
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from coalmine.durations import parse_duration
 from coalmine.errors import NotSupportedError, SpecError
 
 DURATION_HINT = "use 30s, 5m or 1h"
+MAX_DEPTH = 100  # levels of nesting; coalmine's files need fewer than 15
+MAX_VALUES = 100_000  # values of one document once aliases are expanded
+_DEPTH_HINT = "coalmine's files need only a few levels; flatten the structure"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 class YMap(dict[str, Any]):
@@ -66,14 +76,72 @@ def _line(node: Node) -> int:
     return node.start_mark.line + 1
 
 
+class _Composer(yaml.SafeLoader):
+    """PyYAML's safe composer, refusing an alias inside its own anchor (a value that contains
+    itself) and nesting deeper than MAX_DEPTH, before PyYAML's recursion overflows."""
+
+    def __init__(self, text: str, file: str) -> None:
+        super().__init__(text)
+        self.file = file
+        self.depth = 0
+        self.open_anchors: set[str] = set()
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, AliasEvent):
+            if event.anchor in self.open_anchors:
+                raise SpecError(
+                    f"the alias *{event.anchor} is inside its own anchor &{event.anchor}",
+                    file=self.file,
+                    line=line,
+                    hint="a YAML value cannot contain itself; copy the part you need instead",
+                )
+            return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise _too_deep(self.file, line)
+        anchor = event.anchor if isinstance(event, NodeEvent) else None
+        self.depth += 1
+        if anchor:
+            self.open_anchors.add(anchor)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+            self.open_anchors.discard(anchor or "")
+
+
+def _too_deep(file: str, line: int) -> SpecError:
+    return SpecError(
+        f"nested more than {MAX_DEPTH} levels deep", file=file, line=line, hint=_DEPTH_HINT
+    )
+
+
 class _Builder:
-    """Turns composed nodes into YMap/YSeq/scalars, rejecting duplicate keys."""
+    """Turns one document's nodes into YMap/YSeq/scalars, rejecting duplicate keys.
+
+    Aliases share nodes, so nodes are never changed (``<<`` merges are resolved here, not by
+    PyYAML's in-place ``flatten_mapping``), and depth and size are counted as expanded."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.scalars = SafeConstructor()
+        self.values = 0
 
-    def build(self, node: Node) -> Any:
+    def _count(self, node: Node, depth: int, values: int = 1) -> None:
+        if depth > MAX_DEPTH:
+            raise _too_deep(self.file, _line(node))
+        self.values += values
+        if self.values > MAX_VALUES:
+            raise SpecError(
+                f"more than {MAX_VALUES} values once its aliases are expanded",
+                file=self.file,
+                line=_line(node),
+                hint="use fewer aliases; each one copies the whole value of its anchor",
+            )
+
+    def build(self, node: Node, depth: int = 1) -> Any:
+        self._count(node, depth)
         if node.tag not in _PLAIN_TAGS:
             raise SpecError(
                 f"unsupported YAML tag {node.tag!r}",
@@ -82,11 +150,15 @@ class _Builder:
                 hint="remove the tag; plain YAML values only",
             )
         if isinstance(node, MappingNode):
-            return self._mapping(node)
+            out = YMap(_line(node))
+            for key, (key_node, value_node) in self._pairs(node, depth).items():
+                out[key] = self.build(value_node, depth + 1)
+                out.key_lines[key] = _line(key_node)
+            return out
         if isinstance(node, SequenceNode):
             seq = YSeq(_line(node))
             for item in node.value:
-                seq.append(self.build(item))
+                seq.append(self.build(item, depth + 1))
                 seq.item_lines.append(_line(item))
             return seq
         assert isinstance(node, ScalarNode)
@@ -94,11 +166,12 @@ class _Builder:
             return node.value
         return self.scalars.construct_object(node, deep=True)
 
-    def _mapping(self, node: MappingNode) -> YMap:
-        own = {id(k) for k, _ in node.value}
-        self.scalars.flatten_mapping(node)  # resolves `<<: *anchor` merge keys
-        out = YMap(_line(node))
-        merged: set[str] = set()  # keys from a merge, which the mapping's own keys override
+    def _pairs(self, node: MappingNode, depth: int) -> dict[str, tuple[Node, Node]]:
+        """The mapping's keys with ``<<`` merges resolved: its own keys win over merged ones,
+        and an earlier merged mapping wins over a later one."""
+        self._count(node, depth, len(node.value))
+        own: dict[str, tuple[Node, Node]] = {}
+        merged: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, ScalarNode):
                 raise SpecError(
@@ -107,34 +180,41 @@ class _Builder:
                     line=_line(key_node),
                     hint="use a simple word as the key",
                 )
+            if key_node.tag == _MERGE_TAG:
+                sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+                for source in sources:
+                    if not isinstance(source, MappingNode):
+                        raise SpecError(
+                            "'<<' merges a mapping or a list of mappings",
+                            file=self.file,
+                            line=_line(source),
+                            hint="write <<: *name, where &name marks a mapping",
+                        )
+                    for key, pair in self._pairs(source, depth + 1).items():
+                        merged.setdefault(key, pair)
+                continue
             key = str(key_node.value)
-            if id(key_node) not in own:
-                merged.add(key)
-            elif key in merged:
-                merged.discard(key)
-                del out[key]
-            if key in out:
+            if key in own:
                 raise SpecError(
                     f"duplicate key '{key}'",
                     file=self.file,
                     line=_line(key_node),
-                    hint=f"'{key}' is already set on line {out.key_lines[key]}; keep one",
+                    hint=f"'{key}' is already set on line {_line(own[key][0])}; keep one",
                 )
-            out[key] = self.build(value_node)
-            out.key_lines[key] = _line(key_node)
-        return out
+            own[key] = (key_node, value_node)
+        return {**{k: v for k, v in merged.items() if k not in own}, **own}
 
 
 def parse_documents(text: str, file: str) -> list[Document]:
     """Every document of ``text``; empty ones have ``data`` None. Raises SpecError."""
-    builder = _Builder(file)
     docs: list[Document] = []
+    composer = _Composer(text, file)
     try:
-        for node in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        while composer.check_node():
+            node = composer.get_node()
             if node is None:
                 continue
-            data = builder.build(node)
-            docs.append(Document(file, _line(node), data))
+            docs.append(Document(file, _line(node), _Builder(file).build(node)))
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -147,6 +227,8 @@ def parse_documents(text: str, file: str) -> list[Document]:
         ) from None
     except yaml.YAMLError as err:
         raise SpecError(f"malformed YAML: {err}", file=file, hint="check the file") from None
+    finally:
+        composer.dispose()
     return docs
 
 
@@ -220,17 +302,17 @@ class Cursor:
 
     # ----------------------------------------------------------------- navigation
 
-    def mapping(self) -> YMap:
+    def mapping(self, hint: str | None = None) -> YMap:
         if not isinstance(self.value, YMap):
-            self.fail(f"expected a mapping, got {_type_name(self.value)}")
+            self.fail(f"expected a mapping, got {_type_name(self.value)}", hint)
         return self.value
 
-    def sequence(self) -> list[Cursor]:
+    def sequence(self, hint: str | None = None) -> list[Cursor]:
         """The items of a list (``None`` reads as an empty list)."""
         if self.value is None:
             return []
         if not isinstance(self.value, YSeq):
-            self.fail(f"expected a list, got {_type_name(self.value)}")
+            self.fail(f"expected a list, got {_type_name(self.value)}", hint)
         seq = self.value
         return [
             Cursor(item, self.file, seq.item_lines[i], f"{self.path}[{i}]", self.key)
@@ -319,16 +401,28 @@ class Cursor:
             self.fail(f"must be an integer {rng}, got {value}", hint)
         return value
 
-    def number(self) -> float:
+    def number(self, hint: str | None = None) -> float:
+        """A finite int or float (not a boolean, not .inf or .nan)."""
         if isinstance(self.value, bool) or not isinstance(self.value, int | float):
-            self.fail(f"expected a number, got {_type_name(self.value)}")
-        return float(self.value)
+            self.fail(f"expected a number, got {_type_name(self.value)}", hint)
+        try:
+            value = float(self.value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
+        if not math.isfinite(value):
+            self.fail(f"expected a finite number, got {self.value!r}", hint)
+        return value
 
     def duration(self) -> float:
         try:
-            return parse_duration(self.value)
+            value = parse_duration(self.value)
         except ValueError as err:
             self.fail(str(err), DURATION_HINT)
+        except OverflowError:  # an integer too large for a float
+            value = math.inf
+        if not math.isfinite(value):
+            self.fail(f"the duration {self.value!r} is too large to use", DURATION_HINT)
+        return value
 
     def string_map(self) -> dict[str, str]:
         """A mapping of strings to strings, such as annotations or labels."""
