@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from coalmine.errors import SpecError
 from coalmine.probes.model import Flow, FlowResult, Version
-from coalmine.probes.scheduler import Scheduler, Target, targets_for
+from coalmine.probes.scheduler import Scheduler, Target, plan_targets, targets_for
+from coalmine.probes.server import serve
 from coalmine.probes.store import ProbeStore
 from coalmine.store.open import open_store
 from tests.unit.test_probe_schedule import make_flow
@@ -240,3 +242,32 @@ def test_health_while_running() -> None:
         assert not ok and "not running" in str(info["reason"])
 
     asyncio.run(body())
+
+
+def test_serve_refuses_a_location_no_flow_runs_from_before_it_listens() -> None:
+    flows = [make_flow("a", locations=("eu", "us")), make_flow("b")]
+    run = FakeRun()
+    ready: list[str] = []
+
+    async def body() -> None:
+        serving = serve(
+            flows,
+            "staging",
+            run=run,
+            stop_event=asyncio.Event(),
+            port=0,
+            location="nowhere",
+            on_ready=ready.append,
+        )
+        await asyncio.wait_for(serving, 5)  # without the check: serves nothing until stopped
+
+    with pytest.raises(SpecError) as err:
+        asyncio.run(body())
+    assert err.value.one_line().startswith(
+        "schedule.locations: no flow runs from location 'nowhere' "
+        "(the flows' locations: eu, local, us)"
+    )
+    assert ready == [] and run.calls == []
+    assert [t.key[2] for t in plan_targets(flows, "staging", "eu")] == ["eu"]
+    with pytest.raises(SpecError, match="no flows to schedule"):
+        plan_targets([], "staging")

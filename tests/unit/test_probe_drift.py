@@ -56,3 +56,11 @@ def test_non_json_body_is_a_string_shape() -> None:
         ("type-changed", "$", "string", "object"),
         ("appeared", "$.ok", "", "boolean"),
     ]
+
+
+def test_a_step_that_ran_but_was_not_recorded_is_drift() -> None:
+    before = {"a": rec({"id": 1})}
+    after = {"a": rec({"id": 2}), "b": rec({"ok": True})}
+    changes = compare(before, after)
+    assert [(c.step, c.kind) for c in changes] == [("b", "step-unrecorded")]
+    assert changes[0].sentence() == "b: step ran now but is not in the recording"

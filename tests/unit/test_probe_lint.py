@@ -134,6 +134,32 @@ def test_each_rule_fires_at_its_line(
     assert findings(tmp_path, text) == [(rule, "flow.yaml", line_of(text, needle))]
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/echo?password=hunter2",
+        "/echo?page=2&api_key=k-123",
+        "/echo?token=t-123#top",
+        "/echo?access_token=at-123",
+        "/echo?client_secret=cs-123",
+        "https://bot:pw-123@shop.example.com/echo",
+    ],
+)
+def test_a_credential_written_in_a_url_is_a_plaintext_secret(tmp_path: Path, url: str) -> None:
+    text = replace_once(CLEAN, "url: /api/orders\n", f'url: "{url}"\n')
+    assert findings(tmp_path, text) == [("plaintext-secret", "flow.yaml", line_of(text, url))]
+    found = lint_flow(load_flow(tmp_path / "flow.yaml"))
+    assert "123" not in found[0].one_line() and "hunter2" not in found[0].one_line()
+
+
+def test_url_query_secrets_from_secrets_or_harmless_names_are_fine(tmp_path: Path) -> None:
+    url = "/echo?token={{ secrets.api_key }}&page=2&tokens_left=3&password="
+    assert findings(tmp_path, replace_once(CLEAN, "url: /api/orders\n", f'url: "{url}"\n')) == []
+    base = "base_url: http://127.0.0.1:8080?api_key=k-123"
+    text = replace_once(CLEAN, "base_url: http://127.0.0.1:8080", base)
+    assert findings(tmp_path, text) == [("plaintext-secret", "flow.yaml", line_of(text, base))]
+
+
 def test_no_timeout_needs_neither_schedule_nor_request_timeout(tmp_path: Path) -> None:
     text = replace_once(CLEAN, "schedule: {interval: 1m, timeout: 20s}", "schedule: {interval: 1m}")
     assert findings(tmp_path, text) == [

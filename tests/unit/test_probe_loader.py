@@ -488,6 +488,27 @@ def test_two_flows_with_one_name(tmp_path: Path) -> None:
     assert "flow name 'shop-canary' is already used" in err.message
 
 
+def test_a_file_reached_twice_is_loaded_once(tmp_path: Path) -> None:
+    flow = write(tmp_path)
+    assert collect_flow_errors([flow, flow]) == []
+    assert [f.name for f in load_flows([flow, tmp_path])] == ["shop-canary"]
+    assert [f.name for f in load_flows([tmp_path, tmp_path / "." / flow.name])] == ["shop-canary"]
+
+
+@pytest.mark.parametrize("what", ["empty-dir", "only-lib", "other-files"])
+def test_no_flows_found_is_an_error(tmp_path: Path, what: str) -> None:
+    if what == "only-lib":
+        write(tmp_path)
+        (tmp_path / "flow.yaml").unlink()
+    elif what == "other-files":
+        (tmp_path / "notes.txt").write_text("not a flow")
+    (err,) = collect_flow_errors([tmp_path])
+    assert err.message == f"no flows found in {tmp_path}"
+    assert err.hint and "directly inside the directories" in err.hint
+    with pytest.raises(SpecError, match="no flows found"):
+        load_flows([tmp_path])
+
+
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="file not found"):
         load_flow(tmp_path / "nope.yaml")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,8 +135,12 @@ def run(
 
     flows = _flows(paths, flow_name)
     pinned = _version(version)  # bad input stops here, before any request
-    if record is not None and len(flows) != 1:
-        raise CoalmineError("--record needs exactly one flow", hint="select it with --flow NAME")
+    if record is not None:
+        if len(flows) != 1:
+            raise CoalmineError(
+                "--record needs exactly one flow", hint="select it with --flow NAME"
+            )
+        _check_writable(record, "--record")
     recorded: list[ResponseRecord] = []
     runner = ProbeRunner(override_header=override_header, on_response=recorded.append)
 
@@ -158,7 +163,31 @@ def run(
         raise typer.Exit(1)
 
 
+def _check_writable(path: Path, flag: str) -> None:
+    """Fail now, before any request, when ``path`` could not be written at the end."""
+    import tempfile
+
+    if path.is_dir():
+        raise CoalmineError(f"{flag} {path} is a directory", hint="give a file name, e.g. rec.json")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CoalmineError(
+            f"{flag} {path}: directory {folder} does not exist",
+            hint="create it first, or choose another path",
+        )
+    try:  # the truest test: root passes os.access checks on a read-only file system
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        raise CoalmineError(
+            f"{flag} {path}: cannot write in {folder} ({err.strerror or err})",
+            hint="choose a writable directory",
+        ) from None
+
+
 def _write_recording(path: Path, flow: Flow, env: str, records: list[ResponseRecord]) -> None:
+    """Write to a temporary file beside ``path``, then rename: never a half-written file."""
+    import os
     import time
 
     from coalmine.probes.drift import RECORDING_VERSION, StepRecording
@@ -174,13 +203,21 @@ def _write_recording(path: Path, flow: Flow, env: str, records: list[ResponseRec
         "recorded_at": time.time(),
         "steps": steps,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w") as out:
+            out.write(json.dumps(data, indent=2) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        tmp.replace(path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CoalmineError(f"cannot write recording {path}: {err.strerror or err}") from None
     typer.echo(f"recorded {len(steps)} step(s) of {flow.name} to {path}", err=True)
 
 
-def _read_recording(path: Path) -> dict[str, StepRecording]:
+def _read_recording(path: Path) -> tuple[str, dict[str, StepRecording]]:
+    """The recorded flow's name and its steps."""
     from coalmine.probes.drift import RECORDING_VERSION, StepRecording
 
     try:
@@ -196,10 +233,12 @@ def _read_recording(path: Path) -> dict[str, StepRecording]:
             f"{path} is not a probe recording (version {RECORDING_VERSION})",
             hint="make one with `run --record FILE`",
         )
-    steps = data.get("steps")
+    flow, steps = data.get("flow"), data.get("steps")
+    if not isinstance(flow, str) or not flow:
+        raise CoalmineError(f"{path}: field 'flow' must name the recorded flow")
     if not isinstance(steps, dict):
         raise CoalmineError(f"{path}: field 'steps' must be a mapping")
-    return {name: StepRecording.from_dict(step) for name, step in steps.items()}
+    return flow, {name: StepRecording.from_dict(step) for name, step in steps.items()}
 
 
 @probes_app.command()
@@ -220,10 +259,15 @@ def replay(
     from coalmine.probes.drift import StepRecording, compare
     from coalmine.probes.runner import ProbeRunner
 
-    before = _read_recording(recording)
+    recorded_flow, before = _read_recording(recording)
     flows = _flows(paths, flow_name)
     if len(flows) != 1:
         raise CoalmineError("replay needs exactly one flow", hint="select it with --flow NAME")
+    if flows[0].name != recorded_flow:
+        raise CoalmineError(
+            f"{recording} is a recording of flow '{recorded_flow}', not of '{flows[0].name}'",
+            hint="replay the flow that was recorded, or record this one with `run --record FILE`",
+        )
     records: list[ResponseRecord] = []
     runner = ProbeRunner(override_header=override_header, on_response=records.append)
     result = asyncio.run(runner.run(flows[0], env, version=_version(version)))
@@ -240,7 +284,7 @@ def replay(
         for change in changes:
             typer.echo(change.sentence())
         if not changes:
-            typer.echo(f"no drift: {len(now)} step(s) match the recording")
+            typer.echo(f"no drift: {len(before)} step(s) match the recording")
     if changes:
         raise typer.Exit(1)
 
@@ -266,17 +310,27 @@ def serve(
     import signal
 
     from coalmine.probes.runner import ProbeRunner
-    from coalmine.probes.scheduler import as_run_flow
+    from coalmine.probes.scheduler import as_run_flow, plan_targets
+    from coalmine.probes.server import parse_listen
     from coalmine.probes.server import serve as serve_flows
     from coalmine.probes.sinks import HttpSink, JsonlFileSink, ResultSink
     from coalmine.probes.store import ProbeStore
     from coalmine.store.open import DEFAULT_URL, open_store
 
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise CoalmineError(f"--listen must be HOST:PORT, got {listen!r}")
+    # every check before anything starts: the address, the flows, what would run, the socket
+    try:
+        host, port = parse_listen(listen)
+    except ValueError as err:
+        raise CoalmineError(f"--listen {listen!r}: {err}") from None
     flows = _flows(paths, None)
-    store = open_store(database_url or os.environ.get("COALMINE_DATABASE_URL") or DEFAULT_URL)
+    targets = plan_targets(flows, env, location)
+    scheduled = len({t.flow.name for t in targets})
+    sock = _listen_socket(listen, host, port)
+    try:
+        store = open_store(database_url or os.environ.get("COALMINE_DATABASE_URL") or DEFAULT_URL)
+    except BaseException:
+        sock.close()
+        raise
     sinks: list[ResultSink] = []
     if jsonl is not None:
         sinks.append(JsonlFileSink(jsonl))
@@ -295,12 +349,13 @@ def serve(
             run=as_run_flow(runner),
             stop_event=stop,
             sinks=sinks,
-            host=host,
-            port=int(port),
+            sock=sock,
             concurrency=concurrency,
             store=ProbeStore(store),
             location=location,
-            on_ready=lambda url: typer.echo(f"serving {len(flows)} flow(s) on {url}", err=True),
+            on_ready=lambda url: typer.echo(
+                f"serving {scheduled} flow(s), {len(targets)} target(s), on {url}", err=True
+            ),
         )
         typer.echo(
             f"stopped: {stats.on_time} of {stats.scheduled} scheduled runs started on time",
@@ -310,7 +365,35 @@ def serve(
     try:
         asyncio.run(main())
     finally:
+        sock.close()
         store.close()
+
+
+def _listen_socket(listen: str, host: str, port: int) -> socket.socket:
+    """The bound socket of ``--listen``, or one clear line saying why there is none."""
+    import errno
+
+    from coalmine.probes.server import listen_socket
+
+    try:
+        return listen_socket(host, port)
+    except socket.gaierror:
+        raise CoalmineError(
+            f"--listen {listen!r}: unknown host {host!r}",
+            hint="use an address of this machine, e.g. 127.0.0.1, 0.0.0.0 or [::1]",
+        ) from None
+    except OSError as err:
+        hints = {
+            errno.EADDRINUSE: "another process listens there: stop it, or choose another port "
+            "(0 picks a free one)",
+            errno.EADDRNOTAVAIL: "not an address of this machine: use 127.0.0.1, 0.0.0.0 or "
+            "one of its own",
+            errno.EACCES: "ports below 1024 need privileges: choose one from 1024 up",
+        }
+        raise CoalmineError(
+            f"--listen {listen!r}: cannot listen there ({err.strerror or err})",
+            hint=hints.get(err.errno or 0),
+        ) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -96,7 +96,8 @@ class StepRecording:
 @dataclass(frozen=True)
 class Change:
     """One difference: ``kind`` is appeared, vanished, type-changed, status-changed,
-    header-appeared, header-vanished or step-missing."""
+    header-appeared, header-vanished, step-missing (recorded, did not run now) or
+    step-unrecorded (ran now, not in the recording)."""
 
     step: str
     kind: str
@@ -111,6 +112,8 @@ class Change:
             return f"{self.step}: {self.path} vanished (was {self.recorded})"
         if self.kind == "step-missing":
             return f"{self.step}: recorded step did not run now"
+        if self.kind == "step-unrecorded":
+            return f"{self.step}: step ran now but is not in the recording"
         if self.kind.startswith("header-"):
             return f"{self.step}: header {self.path} {self.kind.removeprefix('header-')}"
         return f"{self.step}: {self.path} changed from {self.recorded} to {self.live}"
@@ -168,7 +171,8 @@ def _parent(path: str) -> str:
 
 
 def compare(recorded: dict[str, StepRecording], live: dict[str, StepRecording]) -> list[Change]:
-    """Differences between a recording and a live run, step by step, in recorded order."""
+    """Differences between a recording and a live run, step by step, in recorded order, then
+    the steps that ran now but were not recorded (their shape is unknown: that is drift too)."""
     changes: list[Change] = []
     for step, before in recorded.items():
         after = live.get(step)
@@ -176,4 +180,7 @@ def compare(recorded: dict[str, StepRecording], live: dict[str, StepRecording]) 
             changes.append(Change(step, "step-missing", "", "recorded", "not run"))
             continue
         changes.extend(compare_step(step, before, after))
+    for step in live:
+        if step not in recorded:
+            changes.append(Change(step, "step-unrecorded", "", "not recorded", "ran"))
     return changes

@@ -10,7 +10,8 @@ Rules (:data:`RULES`):
 - ``plaintext-secret``: a credential written into the file or taken from somewhere that is not
   redacted: an ``Authorization`` / ``Cookie`` / ``*-Token`` / ``*-Key`` header, a variable,
   form field, query parameter, JSON field or auth setting whose name looks like a password,
-  secret, token or API key, or the ``user:password@`` of a URL, whose value does not come
+  secret, token or API key, or the ``user:password@`` or such a query parameter
+  (``?token=...``) of a URL, whose value does not come
   from ``{{ secrets.x }}`` or a capture marked ``secret: true`` (directly or through a
   variable).
 - ``unused-capture``: a capture that no later step, ``finally`` step, variable or auth setting
@@ -33,6 +34,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl
 
 from coalmine.errors import SpecError
 from coalmine.probes.loader import load_flows_with_errors
@@ -325,14 +327,27 @@ def _request_secrets(ctx: _Context, item: _StepAt) -> Iterator[Finding]:
     for path, name, value in _json_fields(req.json, ()):
         if _SENSITIVE_NAME.search(name):
             places.append(("JSON field", name, value, ("request", "json", *path)))
-    userinfo = _URL_USERINFO.match(req.url)
-    if userinfo:
-        places.append(("URL", "user:password", userinfo.group(1), ("request", "url")))
+    for what, name, value in _url_secrets(req.url):
+        places.append((what, name, value, ("request", "url")))
     for what, name, value, path in places:
         line = _line(item.cur, item.step.where.line, *path)
         found = _secret_problem(ctx, f"{_where(item)}: {what} '{name}'", value)
         if found:
             yield _finding(item.file, line, "plaintext-secret", found)
+
+
+def _url_secrets(url: str) -> list[tuple[str, str, str]]:
+    """(what, name, value) of each credential written into a URL: its ``user:password@`` and
+    the query parameters named like one (``?token=...``, ``?api_key=...``)."""
+    out: list[tuple[str, str, str]] = []
+    userinfo = _URL_USERINFO.match(url)
+    if userinfo:
+        out.append(("URL", "user:password", userinfo.group(1)))
+    query = url.partition("?")[2].partition("#")[0]
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if value and _SENSITIVE_NAME.search(name):
+            out.append(("URL query parameter", name, value))
+    return out
 
 
 def _json_fields(
@@ -374,13 +389,13 @@ def _variable_findings(ctx: _Context) -> Iterator[Finding]:
     for lib in flow.uses:
         sources.append((lib.file, lib.variables, ctx.lib_raw.get(lib.file), ("variables",)))
     for env in flow.environments.values():
-        userinfo = _URL_USERINFO.match(env.base_url)
-        found = userinfo and _secret_problem(
-            ctx, f"environment '{env.name}': base_url user:password", userinfo.group(1)
-        )
-        if found:
-            line = _line(ctx.raw, env.where.line, "environments", env.name, "base_url")
-            yield _finding(flow.file, line, "plaintext-secret", found)
+        for what, name, value in _url_secrets(env.base_url):
+            found = _secret_problem(
+                ctx, f"environment '{env.name}': base_url {what} '{name}'", value
+            )
+            if found:
+                line = _line(ctx.raw, env.where.line, "environments", env.name, "base_url")
+                yield _finding(flow.file, line, "plaintext-secret", found)
     for file, variables, raw, path in sources:
         for name, value in variables.items():
             if not _SENSITIVE_NAME.search(name):

@@ -197,7 +197,17 @@ def load_flows_with_errors(paths: Sequence[str | Path]) -> tuple[list[Flow], lis
             seen.add(err.one_line())
             errors.append(err)
 
-    for file, as_library in _expand(paths):
+    files = _expand(paths)
+    if not any(not lib and _kind_of(f) != LIBRARY_KIND for f, lib in files):
+        where = ", ".join(map(str, paths)) or "no path"
+        errors.append(
+            SpecError(
+                f"no flows found in {where}",
+                hint="flows are the .yaml/.yml files named, or those directly inside the "
+                "directories named (lib/ holds libraries)",
+            )
+        )
+    for file, as_library in files:
         try:
             if as_library:
                 loader.library(Path(file))
@@ -236,17 +246,28 @@ def load_library(path: str | Path) -> Library:
 
 
 def _expand(paths: Sequence[str | Path]) -> list[tuple[str | Path, bool]]:
-    """(file, is a library by location) for every path; directories are expanded."""
+    """(file, is a library by location) for every path; directories are expanded. A file
+    reached twice (named twice, or named and inside a directory named) is listed once."""
     out: list[tuple[str | Path, bool]] = []
+    seen: set[Path] = set()
+
+    def add(file: str | Path, as_library: bool) -> None:
+        key = Path(file).resolve()
+        if key not in seen:
+            seen.add(key)
+            out.append((file, as_library))
+
     for path in paths:
         p = Path(path)
         if not p.is_dir():
-            out.append((path, False))
+            add(path, False)
             continue
-        out.extend((f, False) for f in _yaml_files(p))
+        for f in _yaml_files(p):
+            add(f, False)
         lib = p / "lib"
         if lib.is_dir():
-            out.extend((f, True) for f in _yaml_files(lib))
+            for f in _yaml_files(lib):
+                add(f, True)
     return out
 
 

@@ -270,6 +270,11 @@ class Flow:
     finally_steps: tuple[Step, ...] = ()
     where: Where = Where()
 
+    @property
+    def slo_name(self) -> str | None:
+        """The name of the SLO this flow's runs count against (its ``slo:``), if any."""
+        return self.slo.name if self.slo is not None else None
+
     def auth_schemes(self) -> dict[str, AuthScheme]:
         out: dict[str, AuthScheme] = {}
         for lib in self.uses:
@@ -374,7 +379,8 @@ class StepResult:
 class FlowResult:
     """One run of a flow. ``success`` is the final result (after retries): the one that counts
     against the SLO; ``first_attempt_success`` is what the run would have been without
-    retries, kept apart so that retries cannot hide flakiness."""
+    retries, kept apart so that retries cannot hide flakiness. ``slo`` is the flow's bound SLO
+    (its ``slo:``), carried so that the SLO engine can count the run against it."""
 
     flow: str
     service: str
@@ -390,3 +396,4 @@ class FlowResult:
     failed_step: str | None = None
     scheduled_at: float | None = None  # when the scheduler meant it to start (serve only)
     error: str = ""  # redacted one-line summary of the failure
+    slo: str | None = None  # the SLO the flow is bound to (``slo:``), None when unbound

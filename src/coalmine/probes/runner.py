@@ -263,6 +263,7 @@ class _Run:
             failed_step=None if failed is None else failed.name,
             scheduled_at=scheduled_at,
             error=error,
+            slo=self.flow.slo_name,
         )
 
     # ---------------------------------------------------------------- one step

@@ -145,6 +145,24 @@ def targets_for(
     return out
 
 
+def plan_targets(
+    flows: Sequence[Flow], environment: str, location: str | None = None
+) -> list[Target]:
+    """:func:`targets_for`, refusing a plan that schedules nothing: a probe service that runs
+    no probe would report healthy while watching nothing."""
+    targets = targets_for(flows, environment, location)
+    if targets:
+        return targets
+    if location is None or not flows:
+        raise SpecError("no flows to schedule", hint="give flow files or directories of flows")
+    have = sorted({loc for flow in flows for loc in flow.schedule.locations})
+    raise SpecError(
+        f"no flow runs from location {location!r} (the flows' locations: {', '.join(have)})",
+        field="schedule.locations",
+        hint="choose one of those with --location, or add it to a flow's schedule.locations",
+    )
+
+
 # --------------------------------------------------------------------------- pure decisions
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from coalmine.probes.scheduler import (
     RunFlow,
     Scheduler,
     SchedulerStats,
-    targets_for,
+    plan_targets,
 )
 from coalmine.probes.sinks import MemorySink, MetricsSink, ResultSink, StoreSink
 from coalmine.probes.store import ProbeStore
@@ -63,11 +64,19 @@ class ProbeService:
         app.router.add_get("/sli", self._sli)
         return app
 
-    async def start(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
-        """Listen on ``host:port`` (0: any free port); returns the base URL."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, sock: socket.socket | None = None
+    ) -> str:
+        """Listen on ``sock`` when given (see :func:`listen_socket`), else on ``host:port``
+        (0: any free port); returns the base URL."""
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
+        site: web.BaseSite
+        if sock is not None:
+            host = str(sock.getsockname()[0])
+            site = web.SockSite(self._runner, sock)
+        else:
+            site = web.TCPSite(self._runner, host, port)
         await site.start()
         addresses = self._runner.addresses
         bound = int(addresses[0][1]) if addresses else port
@@ -119,6 +128,39 @@ class ProbeService:
         return web.json_response({"source": "memory", "results": memory})
 
 
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` as (host, port); ValueError says what is wrong."""
+    if text.startswith("[") and "]:" not in text:
+        raise ValueError("expected [IPv6]:PORT, e.g. [::1]:9116")
+    host, colon, port = text.rpartition(":")
+    if not colon or not host:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9116")
+    if host.startswith("[") and host.endswith("]") and len(host) > 2:
+        host = host[1:-1]
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError("an IPv6 address goes in brackets, e.g. [::1]:9116")
+    if not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"the port must be a number from 0 to 65535, got {port!r}")
+    return host, int(port)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (port 0: a free one), for :func:`serve`. Binding
+    before anything starts makes a bad or busy address fail first. Raises OSError
+    (``socket.gaierror`` when ``host`` does not resolve)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers do
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 async def serve(
     flows: Sequence[Flow],
     environment: str,
@@ -140,16 +182,17 @@ async def serve(
     min_tolerance_s: float = 1.0,
     spread_start: bool = True,
     on_ready: Callable[[str], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> SchedulerStats:
     """Run every flow of ``environment`` on its schedule until ``stop_event`` is set.
 
     Results go to ``/metrics``, to ``/results`` (the store's ``probe_runs`` when ``store`` is
     given, else the last 200 in memory) and to ``sinks``; the schedule is saved in ``store``
-    so a restart resumes it. ``on_ready(url)`` is called once the HTTP server listens.
-    Returns the scheduler's SLI counters. Raises SpecError for a flow without
-    ``environment``.
+    so a restart resumes it. ``on_ready(url)`` is called once the HTTP server listens (on
+    ``sock`` when given, else ``host:port``). Returns the scheduler's SLI counters. Raises
+    SpecError for a flow without ``environment``, or when nothing would be scheduled.
     """
-    targets = targets_for(flows, environment, location)
+    targets = plan_targets(flows, environment, location)
     collector = ProbeMetricsCollector()
     memory = MemorySink()
     all_sinks: list[ResultSink] = [MetricsSink(collector), memory]
@@ -171,7 +214,7 @@ async def serve(
         health_window=health_window,
     )
     service = ProbeService(scheduler, collector, store=store, memory=memory)
-    url = await service.start(host, port)
+    url = await service.start(host, port, sock)
     pruner: asyncio.Task[None] | None = None
     try:
         await scheduler.start()

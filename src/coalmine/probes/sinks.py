@@ -1,6 +1,9 @@
-"""Where probe results go: the store, Prometheus metrics, JSON-lines files, an HTTP endpoint,
-the SLO engine. Results arrive already redacted (the runner redacts them); sinks only have to
-keep their own errors (URLs, tokens of the HTTP sink) out of the logs.
+"""Where probe results go: the store, Prometheus metrics, JSON-lines files, an HTTP endpoint.
+The SLO engine reads the store's ``probe_runs`` (``coalmine.slo.collect``): the stored results
+are its interface, so it needs no sink of its own.
+
+Results arrive already redacted (the runner redacts them); sinks only have to keep their own
+errors (URLs, tokens of the HTTP sink) out of the logs.
 
 A sink must never stop the scheduler: :class:`FanOut` catches and counts every sink failure.
 """
@@ -37,36 +40,8 @@ class ResultSink(Protocol):
     async def close(self) -> None: ...
 
 
-class ProbeSLIConsumer(Protocol):
-    """What the error-budget engine implements to receive probe results as they finish.
-
-    Only the FINAL result counts against the SLO: a run is a good event when
-    ``result.success`` (after retries), a bad one otherwise. ``result.first_attempt_success``
-    is informational (flakiness hidden by retries) and must not be counted as an event. The
-    event time is ``result.started_at``; ``result.flow`` / ``service`` / ``environment`` pick the
-    SLO (the flow's ``slo:`` binding names it). ``consume`` is called on the event loop and
-    must return quickly.
-    """
-
-    def consume(self, result: FlowResult) -> None: ...
-
-
 def _line(result: FlowResult) -> str:
     return json.dumps(result_to_dict(result), separators=(",", ":"), sort_keys=True)
-
-
-class SLISink:
-    """Feeds a :class:`ProbeSLIConsumer`."""
-
-    def __init__(self, consumer: ProbeSLIConsumer, name: str = "slo") -> None:
-        self.consumer = consumer
-        self.name = name
-
-    async def emit(self, result: FlowResult) -> None:
-        self.consumer.consume(result)
-
-    async def close(self) -> None:
-        return None
 
 
 class StoreSink:
