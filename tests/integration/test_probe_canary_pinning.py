@@ -75,7 +75,14 @@ class BrokenCanary:
 
 
 def metric(query: str, **extra: Any) -> Metric:
-    config = {"query": query, "flow": "pinned-orders", "window": "5m", "minRuns": 3, **extra}
+    config = {
+        "query": query,
+        "environment": "staging",
+        "flow": "pinned-orders",
+        "window": "5m",
+        "minRuns": 3,
+        **extra,
+    }
     return Metric(name=f"synthetic-{query}", provider={"plugin": {"coalmine/probe": config}})
 
 
@@ -126,6 +133,7 @@ async def _scenario(tmp_path: Path) -> None:
         assert all(r["success"] for r in by_version["stable"])
         assert not any(r["success"] for r in by_version["canary"])
         assert {r["failed_step"] for r in by_version["canary"]} == {"list-orders"}
+        assert {r["slo"] for r in runs} == {"maestro-api-availability"}  # the flow's slo:
 
         # the pin reached the canary through the router although its weight is 0
         assert broken.hits == len(by_version["canary"]) == broken.pinned
@@ -152,6 +160,9 @@ async def _scenario(tmp_path: Path) -> None:
         assert "canary had" in thin.message and "need 50" in thin.message
         other = await measure(provider, "success-ratio", flow="no-such-flow")
         assert other.phase is Phase.INCONCLUSIVE and "has no probe runs" in other.message
+        prod = await measure(provider, "success-ratio", environment="prod")
+        assert prod.phase is Phase.INCONCLUSIVE
+        assert "has no probe runs of flow 'pinned-orders' in prod" in prod.message
     finally:
         sql.close()
         await router.stop()

@@ -9,13 +9,13 @@ import itertools
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from coalmine.errors import SpecError
-from coalmine.probes.model import Flow, FlowResult, Version
+from coalmine.probes.model import Flow, FlowResult, SLOBinding, Version
 from coalmine.probes.scheduler import Scheduler, Target, plan_targets, targets_for
 from coalmine.probes.server import serve
 from coalmine.probes.store import ProbeStore
@@ -140,7 +140,7 @@ def test_concurrency_is_bounded_across_targets() -> None:
 
 def test_a_hung_run_is_cancelled_and_recorded_as_a_timeout() -> None:
     run = FakeRun(hang=True)
-    flow = make_flow(interval=0.3, timeout=0.1)
+    flow = replace(make_flow(interval=0.3, timeout=0.1), slo=SLOBinding("checkout-probes"))
     sched, sink = scheduler(targets_for([flow], "staging"), run)
     asyncio.run(run_for(sched, 0.8))
     assert len(run.calls) >= 2  # the hang did not block the next slot
@@ -149,6 +149,7 @@ def test_a_hung_run_is_cancelled_and_recorded_as_a_timeout() -> None:
     for call, result in zip(run.calls, sink.results, strict=True):
         assert (result.success, result.reason) == (False, "timeout")
         assert result.flow == "checkout" and result.steps == ()
+        assert result.slo == "checkout-probes"  # a timed-out run still counts against its SLO
         assert result.scheduled_at == call.due
         assert 0.15 <= result.duration_s < 0.4  # timeout 0.1 + grace 0.05
         assert "did not finish within 0.15 s" in result.error

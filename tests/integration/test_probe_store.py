@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -25,6 +27,7 @@ from coalmine.probes.store import (
     ProbeStore,
     ScheduleState,
     StoreProbeResults,
+    _run_row,
     probe_runs,
     probe_schedule,
     result_from_dict,
@@ -33,7 +36,7 @@ from coalmine.probes.store import (
 )
 from coalmine.spec.model import Metric
 from coalmine.store.open import open_store
-from coalmine.store.sql import metadata
+from coalmine.store.sql import alembic_config, metadata
 
 
 def step(
@@ -87,6 +90,7 @@ def flow_result(
     first: bool | None = None,
     reason: str | None = None,
     failed_step: str | None = None,
+    slo: str | None = None,
 ) -> FlowResult:
     steps = steps if steps is not None else (step("login", at=at), step("cart", at=at))
     journey = [s for s in steps if not s.is_finally and not s.allow_failure]
@@ -109,6 +113,7 @@ def flow_result(
         reason=("" if ok else "assertion") if reason is None else reason,
         failed_step=failed,
         scheduled_at=at - 0.01,
+        slo=slo,
     )
 
 
@@ -130,6 +135,8 @@ def test_migration_creates_the_probe_tables_as_modelled(probes: ProbeStore) -> N
         "started_at",
     ]
     assert indexes["ix_probe_runs_flow_started_at"] == ["flow", "started_at"]
+    assert indexes["ix_probe_runs_slo_started_at"] == ["slo", "started_at"]
+    assert {c["name"]: c["nullable"] for c in inspector.get_columns("probe_runs")}["slo"]
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     ours = [d for d in diff if _mentions(d, (probe_runs.name, probe_schedule.name))]
@@ -138,6 +145,31 @@ def test_migration_creates_the_probe_tables_as_modelled(probes: ProbeStore) -> N
 
 def _mentions(diff: object, tables: tuple[str, ...]) -> bool:
     return any(name in repr(diff) for name in tables)
+
+
+def test_upgrading_a_0003_database_adds_the_slo_column_and_keeps_runs(store_url: str) -> None:
+    command.upgrade(alembic_config(store_url), "0003")
+    old = sa.create_engine(store_url)
+    try:
+        assert "slo" not in {c["name"] for c in sa.inspect(old).get_columns("probe_runs")}
+        row = {k: v for k, v in _run_row(flow_result(at=500.0)).items() if k != "slo"}
+        before = sa.table("probe_runs", *(sa.column(k, probe_runs.c[k].type) for k in row))
+        with old.begin() as conn:
+            conn.execute(sa.insert(before), [row])
+    finally:
+        old.dispose()
+    sql = open_store(store_url)  # migrates to the newest revision
+    try:
+        probes = ProbeStore(sql)
+        probes.record(flow_result(at=600.0, slo="shop-probes"))
+        with sql.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(probe_runs.c.started_at, probe_runs.c.slo).order_by("started_at")
+            ).all()
+        assert [tuple(r) for r in rows] == [(500.0, None), (600.0, "shop-probes")]
+        assert [r["slo"] for r in probes.recent()] == ["shop-probes", None]
+    finally:
+        sql.close()
 
 
 def test_results_round_trip_as_json(probes: ProbeStore) -> None:
@@ -150,6 +182,8 @@ def test_results_round_trip_as_json(probes: ProbeStore) -> None:
         ),
     )
     assert result_from_dict(result_to_dict(original)) == original
+    bound = dataclasses.replace(original, slo="shop-probes")
+    assert result_from_dict(result_to_dict(bound)).slo == "shop-probes"
     probes.record(original)
     probes.record(flow_result("search", at=1001.0, version=None))
     newest, oldest = probes.recent()
@@ -189,7 +223,10 @@ def test_summary_per_version_and_window(probes: ProbeStore) -> None:
     probes.record(flow_result("search", at=1002.0, version="canary", success=False))
     probes.record(flow_result(at=1002.0, service="other", version="canary", success=False))
 
-    canary = probes.summary("shop", "checkout", "canary", 1000.0, 1009.0)
+    # the same runs in prod must not change what staging saw
+    for i in range(3):
+        probes.record(flow_result(at=1000.0 + i, environment="prod", version="canary"))
+    canary = probes.summary("shop", "staging", "checkout", "canary", 1000.0, 1009.0)
     assert canary is not None
     assert (canary.runs, canary.successes) == (10, 8)
     assert canary.success_ratio == pytest.approx(0.8)
@@ -198,12 +235,15 @@ def test_summary_per_version_and_window(probes: ProbeStore) -> None:
     assert canary.latency_ms["p90"] == pytest.approx(910.0)
     assert canary.latency_ms["p99"] == pytest.approx(991.0)
 
-    every_flow = probes.summary("shop", None, "canary", 1000.0, 1009.0)
+    every_flow = probes.summary("shop", "staging", None, "canary", 1000.0, 1009.0)
     assert every_flow is not None and (every_flow.runs, every_flow.successes) == (11, 8)
-    stable = probes.summary("shop", "checkout", "stable", 1000.0, 1009.0)
+    stable = probes.summary("shop", "staging", "checkout", "stable", 1000.0, 1009.0)
     assert stable is not None and stable.success_ratio == 1.0 and stable.score == 1.0
-    assert probes.summary("shop", "checkout", "canary", 2000.0, 3000.0) is None
-    assert probes.summary("nobody", None, "canary", 0.0, 1e12) is None
+    prod = probes.summary("shop", "prod", "checkout", "canary", 1000.0, 1009.0)
+    assert prod is not None and (prod.runs, prod.successes) == (3, 3)
+    assert probes.summary("shop", "prod", "checkout", "stable", 1000.0, 1009.0) is None
+    assert probes.summary("shop", "staging", "checkout", "canary", 2000.0, 3000.0) is None
+    assert probes.summary("nobody", "staging", None, "canary", 0.0, 1e12) is None
 
 
 def test_the_judge_reads_probe_scores_through_the_provider(probes: ProbeStore) -> None:
@@ -221,15 +261,45 @@ def test_the_judge_reads_probe_scores_through_the_provider(probes: ProbeStore) -
         m = Metric(name="probe", provider={"plugin": {"coalmine/probe": config}})
         return asyncio.run(provider.measure(m, context))
 
-    ratio = measure(query="success-ratio", window="1m", flow="checkout")
+    ratio = measure(query="success-ratio", environment="staging", window="1m", flow="checkout")
     assert ratio.phase != Phase.ERROR
     assert ratio.value == {"canary": pytest.approx(0.6), "stable": 1.0}
-    score = measure(query="score", version="canary", window="1m")
+    score = measure(query="score", environment="staging", version="canary", window="1m")
     assert score.value == pytest.approx((3 * 1.0 + 2 * 0.5) / 5)
-    latency = measure(query="latency", quantile=0.9, version="stable", window="1m")
+    latency = measure(
+        query="latency", environment="staging", quantile=0.9, version="stable", window="1m"
+    )
     assert latency.value == pytest.approx(200.0)
-    too_few = measure(query="success-ratio", window="1m", minRuns=6)
+    too_few = measure(query="success-ratio", environment="staging", window="1m", minRuns=6)
     assert too_few.phase == Phase.INCONCLUSIVE
+
+
+def test_the_provider_ignores_another_environments_runs(probes: ProbeStore) -> None:
+    # a healthy staging canary must not pass a prod judgement where prod's canary fails
+    for i in range(5):
+        probes.record(flow_result(at=990.0 + i, environment="staging", version="canary"))
+        probes.record(flow_result(at=990.0 + i, environment="staging", version="stable"))
+        probes.record(
+            flow_result(
+                at=990.0 + i,
+                environment="prod",
+                version="canary",
+                steps=(step("a"), step("b", passed=False)),
+            )
+        )
+    context = MeasureContext(rollout="shop", service="shop", now=1000.0)
+    provider = ProbeMetrics(StoreProbeResults(probes))
+
+    def ratio(environment: str, version: str) -> ProviderResult:
+        config = {"query": "success-ratio", "environment": environment, "version": version}
+        m = Metric(name="probe", provider={"plugin": {"coalmine/probe": config}})
+        return asyncio.run(provider.measure(m, context))
+
+    assert ratio("prod", "canary").value == 0.0
+    assert ratio("staging", "canary").value == 1.0
+    no_stable = ratio("prod", "stable")  # staging's stable runs are not prod's
+    assert no_stable.phase == Phase.INCONCLUSIVE
+    assert "stable has no probe runs in prod" in no_stable.message
 
 
 def test_schedule_state_upserts(probes: ProbeStore) -> None:

@@ -48,15 +48,24 @@ def store(tmp_path: Path) -> Iterator[SqlStore]:
     s.close()
 
 
-def insert_runs(store: SqlStore, flow: str, runs: list[tuple[float, bool]]) -> None:
+def insert_runs(
+    store: SqlStore,
+    flow: str,
+    runs: list[tuple[float, bool]],
+    *,
+    environment: str = "prod",
+    version: str | None = None,
+    slo: str | None = None,
+) -> None:
     table = sa.table("probe_runs", *(sa.column(c) for c in PROBE_COLUMNS))
     rows = [
         {
             "flow": flow,
+            "slo": slo,
             "service": "maestro-api",
-            "environment": "local",
+            "environment": environment,
             "location": "here",
-            "version": None,
+            "version": version,
             "started_at": t,
             "scheduled_at": t,
             "duration_s": 0.2,
@@ -75,6 +84,7 @@ def insert_runs(store: SqlStore, flow: str, runs: list[tuple[float, bool]]) -> N
 
 PROBE_COLUMNS = (
     "flow",
+    "slo",
     "service",
     "environment",
     "location",
@@ -96,7 +106,7 @@ def probe_slo(**kw: Any) -> Slo:
         "name": "maestro-probes",
         "service": "maestro-api",
         "objective": 99.0,
-        "sli": Sli("availability", ProbeSource(("maestro-api-canary",))),
+        "sli": Sli("availability", ProbeSource(("maestro-api-canary",), "prod")),
         "window": Window(rolling_s=7 * DAY),
         "alerting": default_alerting(7 * DAY),
     }
@@ -109,18 +119,22 @@ def test_probe_results_become_buckets_and_a_budget(store: SqlStore) -> None:
     runs = [(NOW - 2 * HOUR + i * MINUTE + 7, i % 20 != 3) for i in range(120)]
     insert_runs(store, "maestro-api-canary", runs)
     insert_runs(store, "other-flow", [(t, False) for t, _ in runs])
+    # neither staging's nor the canary's failures burn the prod budget
+    insert_runs(store, "maestro-api-canary", [(t, False) for t, _ in runs], environment="staging")
+    insert_runs(store, "maestro-api-canary", [(t, False) for t, _ in runs], version="canary")
+    insert_runs(store, "maestro-api-canary", [(t + 1, ok) for t, ok in runs], version="stable")
     buckets = SloBucketStore(store.engine)
     evaluator = SloEvaluator(buckets, probe_db=store.engine)
     slo = probe_slo()
     result = asyncio.run(evaluator.refresh(slo, NOW))
-    assert result.period.total == 120 and result.period.bad == 6
-    assert result.budget.consumed == pytest.approx(6 / (0.01 * 120))
+    assert result.period.total == 240 and result.period.bad == 12
+    assert result.budget.consumed == pytest.approx(12 / (0.01 * 240))
     assert buckets.cursor(slo.name, "probe") == NOW
     # a late run (written after the last collection) is picked up by the look-back; nothing
     # is counted twice
     insert_runs(store, "maestro-api-canary", [(NOW - 30, False)])
     again = asyncio.run(evaluator.refresh(slo, NOW + MINUTE))
-    assert again.period.total == 121 and again.period.bad == 7
+    assert again.period.total == 241 and again.period.bad == 13
 
 
 def test_missing_probe_minutes_count_as_bad_timeslices(store: SqlStore) -> None:
@@ -201,7 +215,11 @@ def test_unreadable_probe_results_make_the_result_stale(tmp_path: Path, store: S
     idle = asyncio.run(
         SloEvaluator(SloBucketStore(store.engine), probe_db=store.engine).refresh(probe_slo(), NOW)
     )
-    assert not idle.stale and any("no probe runs" in n for n in idle.notes)
+    assert not idle.stale
+    assert (
+        "no probe runs bound to maestro-probes or of maestro-api-canary in prod between the "
+        "last collection and now"
+    ) in idle.notes
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """The coalmine/probe plug-in: its configuration, and the ProbeResults contract with an
-in-memory service (the real probe service comes later and must behave like this fake)."""
+in-memory source (``StoreProbeResults`` over the state database behaves like this fake)."""
 
 from __future__ import annotations
 
@@ -29,22 +29,35 @@ NOW = 10_000.0
 
 @dataclass
 class FakeProbes:
-    """Summaries by (service, flow, version); records every call."""
+    """Summaries by (service, flow, version) of the environment ``env``; records every call."""
 
     summaries: dict[tuple[str, str | None, str], ProbeSummary] = field(default_factory=dict)
-    calls: list[tuple[str, str | None, str, float, float]] = field(default_factory=list)
+    calls: list[tuple[str, str, str | None, str, float, float]] = field(default_factory=list)
     fail: Exception | None = None
+    env: str = "prod"
 
     async def summary(
-        self, service: str, flow: str | None, version: str, since: float, until: float
+        self,
+        service: str,
+        environment: str,
+        flow: str | None,
+        version: str,
+        since: float,
+        until: float,
     ) -> ProbeSummary | None:
-        self.calls.append((service, flow, version, since, until))
+        self.calls.append((service, environment, flow, version, since, until))
         if self.fail is not None:
             raise self.fail
+        if environment != self.env:
+            return None
         return self.summaries.get((service, flow, version))
 
 
 def metric(**config: Any) -> Metric:
+    """A coalmine/probe metric; ``environment`` is prod unless given (None: left out)."""
+    config = {"environment": "prod", **config}
+    if config["environment"] is None:
+        del config["environment"]
     return Metric(name="probe", provider={"plugin": {"coalmine/probe": config}})
 
 
@@ -61,10 +74,13 @@ def healthy(runs: int = 10, successes: int = 10, **more: Any) -> ProbeSummary:
 
 
 def test_defaults_and_all_fields() -> None:
-    assert parse_probe_config({"query": "success-ratio"}) == ProbeConfig("success-ratio")
+    assert parse_probe_config({"query": "success-ratio", "environment": "prod"}) == ProbeConfig(
+        "success-ratio", "prod"
+    )
     got = parse_probe_config(
         {
             "query": "latency",
+            "environment": "staging",
             "flow": "checkout",
             "quantile": "0.95",  # args are substituted as strings
             "version": "canary",
@@ -72,7 +88,7 @@ def test_defaults_and_all_fields() -> None:
             "minRuns": "5",
         }
     )
-    assert got == ProbeConfig("latency", "checkout", 0.95, "canary", 120.0, 5)
+    assert got == ProbeConfig("latency", "staging", "checkout", 0.95, "canary", 120.0, 5)
 
 
 @pytest.mark.parametrize(
@@ -90,9 +106,15 @@ def test_defaults_and_all_fields() -> None:
         ({"query": "score", "minRuns": 0}, "minRuns", "at least 1"),
         ({"query": "score", "minRuns": 2.5}, "minRuns", "at least 1"),
         ({"query": "score", "flow": ""}, "flow", "probe flow"),
+        ({"query": "score", "environment": None}, "environment", "required"),
+        ({"query": "score", "environment": " "}, "environment", "e.g. environment: prod"),
+        ({"query": "score", "environment": 3}, "environment", "expected a name"),
     ],
 )
 def test_bad_configs_name_the_field(config: dict[str, Any], field: str, text: str) -> None:
+    config = {"environment": "prod", **config}
+    if config["environment"] is None:
+        del config["environment"]
     with pytest.raises(ValueError) as info:
         parse_probe_config(config)
     assert f"coalmine/probe.{field}:" in str(info.value)
@@ -109,6 +131,10 @@ def test_validate_checks_probe_configs_and_skips_unresolved_args() -> None:
     assert not isinstance(info.value, NotSupportedError)
     assert info.value.field == "spec.metrics[0].provider.plugin.coalmine/probe.windwo"
     assert "did you mean 'window'" in info.value.message
+    check_provider(metric(query="score", environment="{{args.env}}"))
+    with pytest.raises(SpecError) as info:
+        check_provider(metric(query="score", environment=None), "spec.metrics[0].provider")
+    assert info.value.field == "spec.metrics[0].provider.plugin.coalmine/probe.environment"
 
 
 # --------------------------------------------------------------------------- measurements
@@ -131,8 +157,8 @@ def test_both_versions_without_version_and_the_window_in_the_call() -> None:
     assert got.phase is None, got.message
     assert got.value == {"canary": 0.9, "stable": 1.0}
     assert probes.calls == [
-        ("shop", None, "canary", NOW - 300.0, NOW),
-        ("shop", None, "stable", NOW - 300.0, NOW),
+        ("shop", "prod", None, "canary", NOW - 300.0, NOW),
+        ("shop", "prod", None, "stable", NOW - 300.0, NOW),
     ]
     assert got.details["window_s"] == 300.0
     assert got.details["canary"]["runs"] == 10
@@ -147,13 +173,22 @@ def test_one_version_flow_score_and_latency() -> None:
     assert measure(probes, metric(query="latency", quantile=0.5, **base)).value == 80.0
     # The service's own success ratio wins over successes / runs.
     assert measure(probes, metric(query="success-ratio", **base)).value == 0.75
-    assert {c[1] for c in probes.calls} == {"checkout"}
+    assert {c[2] for c in probes.calls} == {"checkout"}
+
+
+def test_another_environments_runs_are_not_this_ones() -> None:
+    probes = FakeProbes({("shop", None, "canary"): healthy(), ("shop", None, "stable"): healthy()})
+    got = measure(probes, metric(query="success-ratio", environment="staging"))
+    assert got.phase == Phase.INCONCLUSIVE
+    assert "canary has no probe runs in staging" in got.message
+    assert got.details["environment"] == "staging"
+    assert {c[1] for c in probes.calls} == {"staging"}
 
 
 @pytest.mark.parametrize(
     ("summary", "config", "text"),
     [
-        (None, {"query": "success-ratio"}, "canary has no probe runs of flow 'login'"),
+        (None, {"query": "success-ratio"}, "canary has no probe runs of flow 'login' in prod"),
         (healthy(2, 2), {"query": "success-ratio"}, "canary had 2 probe runs"),
         (healthy(2, 2), {"query": "score", "minRuns": 2}, "canary probes report no score"),
         (healthy(), {"query": "latency", "quantile": 0.9}, "no p90 latency"),

@@ -214,6 +214,52 @@ def test_shape_errors_have_a_hint(tmp_path: Path, old: str, new: str, expected: 
     assert edited(tmp_path, old, new) == expected
 
 
+# --------------------------------------------------------------------------- probe SLIs
+
+PROBE_SLI = "sli: {type: availability, source: router}"
+
+
+@pytest.mark.parametrize(
+    ("sli", "expected"),
+    [
+        (
+            "sli: {type: availability, source: probe, flows: [checkout]}",
+            "5: slos[0].sli: missing required field 'environment' (hint: name the environment "
+            "whose probe runs count, e.g. environment: prod (a flow's runs in other "
+            "environments do not count))",
+        ),
+        (
+            "sli: {type: availability, source: probe}",
+            "5: slos[0].sli: missing required field 'environment' (hint: name the environment "
+            "whose probe runs count, e.g. environment: prod (a flow's runs in other "
+            "environments do not count))",
+        ),
+        (
+            'sli: {type: availability, source: probe, environment: ""}',
+            "5: slos[0].sli.environment: must not be empty",
+        ),
+        (
+            "sli: {type: availability, source: probe, environment: prod, flows: []}",
+            "5: slos[0].sli.flows: name at least one flow (hint: or remove flows: and bind the "
+            "flows to this SLO with slo: <name> in each flow)",
+        ),
+        (
+            "sli: {type: availability, source: router, environment: prod}",
+            "5: slos[0].sli.environment: 'environment' is a field of source probe, not router "
+            "(hint: set source: probe, or remove 'environment')",
+        ),
+    ],
+)
+def test_probe_slis_name_their_environment(tmp_path: Path, sli: str, expected: str) -> None:
+    assert edited(tmp_path, PROBE_SLI, sli) == expected
+
+
+def test_a_probe_sli_may_rely_on_flows_that_bind_it(tmp_path: Path) -> None:
+    text = GOOD.replace(PROBE_SLI, "sli: {type: availability, source: probe, environment: prod}")
+    (slo,) = load_slos([write(tmp_path, text)]).slos
+    assert slo.sli.describe() == "availability from probe in prod"
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
@@ -222,9 +268,12 @@ def test_slo_validate_exits_2_without_a_traceback(tmp_path: Path) -> None:
     big.write_text(GOOD.replace("30d", "100000d"))
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
+    probe = tmp_path / "probe.yaml"
+    probe.write_text(GOOD.replace("source: router", "source: probe, flows: [checkout]"))
     cases = [
         (big, f"{big}:6: slos[0].window: 100000d is longer than 366d"),
         (empty, f"{empty}:1: slos: no SLOs found (hint: a minimal slos.yaml"),
+        (probe, f"{probe}:5: slos[0].sli: missing required field 'environment' (hint: name"),
     ]
     for path, expected in cases:
         done = subprocess.run(

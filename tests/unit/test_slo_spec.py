@@ -63,7 +63,8 @@ def test_the_example_loads() -> None:
     assert [r.factor for r in shop.alerting] == pytest.approx([14.4, 6, 3, 1])
     assert latency.sli.threshold_ms == 250 and latency.window.timezone == "Europe/Berlin"
     assert isinstance(probes.sli.source, ProbeSource)
-    assert probes.sli.source.flows == ("maestro-api-canary",)
+    # the flows bind themselves (slo: maestro-api-probes); only prod runs count
+    assert probes.sli.source.flows == () and probes.sli.source.environment == "prod"
     assert probes.budgeting.method == "timeslices" and probes.missing_data == "bad"
     assert isinstance(prom.sli.source, PrometheusSource)
     assert prom.sli.source.bad_query("5m") == (
@@ -242,3 +243,6 @@ def test_the_published_schema_accepts_the_example_and_rejects_bad_input() -> Non
     doc["slos"][0]["sli"]["flows"] = ["x"]  # a probe field on a router SLI
     doc["slos"][1]["missingData"] = "zero"
     assert len(list(validator.iter_errors(doc))) == 3
+    del doc["slos"][2]["sli"]["environment"]  # a probe SLI must say whose runs count
+    errors = [e.message for e in validator.iter_errors(doc)]
+    assert len(errors) == 4 and "'environment' is a required property" in errors

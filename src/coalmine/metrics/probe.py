@@ -1,15 +1,18 @@
 """The ``coalmine/probe`` metric plug-in: what synthetic probes saw of each version.
 
-The probe service itself comes later; this module fixes the interface it will implement
-(``ProbeResults``) and the provider that turns its summaries into measurements.
+``coalmine probes serve`` stores every run in the state database; the controller reads the
+runs pinned to each version through ``ProbeResults`` (``coalmine.probes.store.
+StoreProbeResults``) and this provider turns their summaries into measurements.
 
 Configuration (under ``provider.plugin.coalmine/probe``): ``query`` (success-ratio, score,
-latency; required), ``flow`` (one probe flow; omitted: every flow of the service), ``quantile``
-for latency (default 0.99), ``version`` (canary or stable: a number as ``result``; without it
-``result`` is ``{canary: x, stable: y}``), ``window`` (default 5m, divided by the demo's
-time scale) and ``minRuns`` (default 3). Without a probe results source, or with fewer than
-``minRuns`` probe runs of a version in the window, there is no data: the measurement is
-Inconclusive, never Successful.
+latency; required), ``environment`` (the probe environment whose runs count, e.g. prod;
+required: the analysis does not know which probe environment a rollout is in, and staging runs
+must not judge a prod canary), ``flow`` (one probe flow; omitted: every flow of the service),
+``quantile`` for latency (default 0.99), ``version`` (canary or stable: a number as
+``result``; without it ``result`` is ``{canary: x, stable: y}``), ``window`` (default 5m,
+divided by the demo's time scale) and ``minRuns`` (default 3). Without a probe results source,
+or with fewer than ``minRuns`` probe runs of a version in the window, there is no data: the
+measurement is Inconclusive, never Successful.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from coalmine.spec.model import Metric
 PLUGIN = "coalmine/probe"
 QUERIES = ("success-ratio", "score", "latency")
 VERSIONS = ("canary", "stable")
-KEYS = ("flow", "query", "quantile", "version", "window", "minRuns")
+KEYS = ("environment", "flow", "query", "quantile", "version", "window", "minRuns")
 DEFAULT_WINDOW = 300.0
 DEFAULT_MIN_RUNS = 3
 DEFAULT_QUANTILE = 0.99
@@ -56,12 +59,19 @@ class ProbeSummary:
 
 
 class ProbeResults(Protocol):
-    """What the probe service implements. ``flow`` None means every flow of the service.
-    Returns None when it knows nothing of that service/flow/version. Expected failures (the
-    service is down) are raised as ``CoalmineError`` or ``OSError``."""
+    """Where probe results are read from. ``flow`` None means every flow of the service; only
+    runs of ``environment`` pinned to ``version`` count. Returns None when it knows nothing of
+    that service/environment/flow/version. Expected failures (the database is down) are raised
+    as ``CoalmineError`` or ``OSError``."""
 
     async def summary(
-        self, service: str, flow: str | None, version: str, since: float, until: float
+        self,
+        service: str,
+        environment: str,
+        flow: str | None,
+        version: str,
+        since: float,
+        until: float,
     ) -> ProbeSummary | None: ...
 
 
@@ -79,6 +89,7 @@ class ProbeConfigError(ValueError):
 @dataclass(frozen=True)
 class ProbeConfig:
     query: str
+    environment: str
     flow: str | None = None
     quantile: float = DEFAULT_QUANTILE
     version: str | None = None
@@ -109,6 +120,13 @@ def parse_probe_config(config: dict[str, Any], check_only: bool = False) -> Prob
     query = values.get("query", "latency")  # unresolved: check the rest as if it fitted
     if query not in QUERIES:
         raise ProbeConfigError("query", f"{query!r} is not one of {', '.join(QUERIES)}")
+    environment = config.get("environment")
+    if not isinstance(environment, str) or not environment.strip():
+        got = "required" if environment is None else f"expected a name, got {environment!r}"
+        raise ProbeConfigError(
+            "environment",
+            f"{got}: the probe environment whose runs count, e.g. environment: prod",
+        )
     flow = values.get("flow")
     if flow is not None and (not isinstance(flow, str) or not flow.strip()):
         raise ProbeConfigError("flow", f"expected the name of a probe flow, got {flow!r}")
@@ -134,6 +152,7 @@ def parse_probe_config(config: dict[str, Any], check_only: bool = False) -> Prob
         min_runs = _min_runs(values["minRuns"])
     return ProbeConfig(
         query=str(query),
+        environment=environment.strip(),
         flow=flow.strip() if isinstance(flow, str) else None,
         quantile=quantile,
         version=version,
@@ -165,7 +184,7 @@ def _min_runs(raw: Any) -> int:
 
 
 class ProbeMetrics:
-    """Measures a version from the probe service's summaries; ``results`` None: no service."""
+    """Measures a version from stored probe summaries; ``results`` None: no source."""
 
     def __init__(self, results: ProbeResults | None) -> None:
         self.results = results
@@ -178,6 +197,7 @@ class ProbeMetrics:
         window = config.window / (context.time_scale or 1.0)
         details: dict[str, Any] = {
             "query": config.query,
+            "environment": config.environment,
             "flow": config.flow,
             "window_s": round(window, 3),
         }
@@ -189,7 +209,12 @@ class ProbeMetrics:
         for version in versions:
             try:
                 summary = await self.results.summary(
-                    context.service, config.flow, version, context.now - window, context.now
+                    context.service,
+                    config.environment,
+                    config.flow,
+                    version,
+                    context.now - window,
+                    context.now,
                 )
             except CoalmineError as err:
                 return ProviderResult(
@@ -234,6 +259,7 @@ def _value(
 ) -> tuple[str | None, float | None]:
     """(why there is no data, None) or (None, the value)."""
     flow = f" of flow {config.flow!r}" if config.flow else ""
+    flow += f" in {config.environment}"
     span = format_duration(window)
     if summary is None:
         return f"has no probe runs{flow} in the last {span}", None

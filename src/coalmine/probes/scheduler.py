@@ -313,6 +313,7 @@ def failed_result(
         failed_step=None,
         scheduled_at=scheduled_at,
         error=error,
+        slo=target.flow.slo_name,
     )
 
 

@@ -1,7 +1,9 @@
-"""Probe results and scheduler state in the state database (tables from migration 0002).
+"""Probe results and scheduler state in the state database (tables from migration 0002; the
+``slo`` column from 0004).
 
-``probe_runs`` keeps one row per flow run: the columns the judge and the SLO engine filter on,
-plus the whole (already redacted) :class:`FlowResult` as JSON. ``probe_schedule`` keeps the
+``probe_runs`` keeps one row per flow run: the columns the judge and the SLO engine filter on
+(``slo`` is the SLO the flow is bound to, NULL for runs stored before 0004 or of unbound
+flows), plus the whole (already redacted) :class:`FlowResult` as JSON. ``probe_schedule`` keeps the
 next slot of every scheduled target so that ``probes serve`` resumes after a crash.
 
 The score of a run (the judge's ``query: score``) is the share of the flow's journey that
@@ -56,9 +58,11 @@ probe_runs = sa.Table(
     sa.Column("failed_step", sa.String(253), nullable=True),
     sa.Column("score", sa.Double, nullable=False),
     sa.Column("result", _json, nullable=False),
+    sa.Column("slo", sa.String(253), nullable=True),
     sa.Index(None, "service", "version", "started_at"),
     sa.Index(None, "flow", "started_at"),
     sa.Index(None, "started_at"),
+    sa.Index(None, "slo", "started_at"),
 )
 
 probe_schedule = sa.Table(
@@ -133,6 +137,7 @@ def result_from_dict(data: dict[str, Any]) -> FlowResult:
         failed_step=data.get("failed_step"),
         scheduled_at=data.get("scheduled_at"),
         error=data.get("error", ""),
+        slo=data.get("slo"),
     )
 
 
@@ -210,18 +215,21 @@ class ProbeStore:
     def summary(
         self,
         service: str,
+        environment: str,
         flow: str | None,
         version: str,
         since: float,
         until: float,
         quantiles: Iterable[float] = SUMMARY_QUANTILES,
     ) -> ProbeSummary | None:
-        """What the runs of ``service`` (and ``flow``) pinned to ``version`` that started in
-        ``[since, until]`` saw; None when there were none. Latency is the flow duration of
-        every run, failed ones included (a timing-out canary must look slow, not absent)."""
+        """What the runs of ``service`` (and ``flow``) in ``environment`` pinned to ``version``
+        that started in ``[since, until]`` saw; None when there were none. Latency is the flow
+        duration of every run, failed ones included (a timing-out canary must look slow, not
+        absent)."""
         c = probe_runs.c
         stmt = sa.select(c.duration_s, c.success, c.score).where(
             c.service == service,
+            c.environment == environment,
             c.version == version,
             c.started_at >= since,
             c.started_at <= until,
@@ -321,6 +329,7 @@ def _run_row(result: FlowResult) -> dict[str, Any]:
         "failed_step": result.failed_step,
         "score": run_score(result),
         "result": result_to_dict(result),
+        "slo": result.slo,
     }
 
 
@@ -335,8 +344,14 @@ class StoreProbeResults:
         self.quantiles = tuple(quantiles)
 
     async def summary(
-        self, service: str, flow: str | None, version: str, since: float, until: float
+        self,
+        service: str,
+        environment: str,
+        flow: str | None,
+        version: str,
+        since: float,
+        until: float,
     ) -> ProbeSummary | None:
         return await asyncio.to_thread(
-            self.store.summary, service, flow, version, since, until, self.quantiles
+            self.store.summary, service, environment, flow, version, since, until, self.quantiles
         )

@@ -1,8 +1,9 @@
 """Collectors that turn raw observations into SLO buckets (the I/O edge of the SLO engine).
 
-* probe results: the ``probe_runs`` table (``flow, service, started_at, success``); a run is
-  good when it finally succeeded. Recomputed over a look-back (late-written runs land), written
-  with ``put`` so that re-running is harmless.
+* probe results: the ``probe_runs`` table; a run is good when it finally succeeded. The runs
+  of the SLI's environment count when their flow is bound to the SLO (``slo``) or listed in
+  ``flows``; canary-pinned runs do not (see :func:`collect_probes`). Recomputed over a
+  look-back (late-written runs land), written with ``put`` so that re-running is harmless.
 * router: the embedded router's ``/admin/records`` (``t, version, latency_ms, status``); good is
   not a 5xx (availability) and, for latency, ``latency_ms <= threshold`` as well. Every record is
   read once: counts and the cursor move together.
@@ -39,7 +40,9 @@ PROM_TIMEOUT_S = 30.0
 probe_runs = sa.table(
     "probe_runs",
     sa.column("flow", sa.String),
-    sa.column("service", sa.String),
+    sa.column("slo", sa.String),
+    sa.column("environment", sa.String),
+    sa.column("version", sa.String),
     sa.column("started_at", sa.Double),
     sa.column("success", sa.Boolean),
 )
@@ -84,7 +87,12 @@ def to_buckets(events: Iterable[tuple[float, bool]], resolution: float) -> list[
 def collect_probes(
     slo: Slo, source: ProbeSource, db: Engine, store: SloBucketStore, since: float, now: float
 ) -> Collected:
-    """Recompute the buckets of ``[since - look-back, end)`` from ``probe_runs``."""
+    """Recompute the buckets of ``[since - look-back, end)`` from ``probe_runs``.
+
+    Counted: runs in ``source.environment`` bound to this SLO or of a flow in ``source.flows``,
+    unpinned or pinned to stable. Canary-pinned runs are left out: they probe a version that
+    real users barely see, the judge scores them (``coalmine/probe``) and rolls a bad canary
+    back, and what users do suffer from it is counted by the router's SLI."""
     res = slo.resolution_s
     start = bucket_of(max(since - PROBE_LOOKBACK_S, 0.0), res)
     end = bucket_of(now, res)
@@ -92,8 +100,13 @@ def collect_probes(
     if end <= start:
         return out
     c = probe_runs.c
+    bound = c.slo == slo.name
     query = sa.select(c.started_at, c.success).where(
-        c.flow.in_(source.flows), c.started_at >= start, c.started_at < end
+        sa.or_(bound, c.flow.in_(source.flows)) if source.flows else bound,
+        c.environment == source.environment,
+        sa.or_(c.version.is_(None), c.version != "canary"),
+        c.started_at >= start,
+        c.started_at < end,
     )
     try:
         with db.connect() as conn:
@@ -106,9 +119,7 @@ def collect_probes(
     out.events = float(len(rows))
     store.set_cursor(slo.name, "probe", end, now)
     if not rows:
-        out.notes.append(
-            f"no probe runs of {', '.join(source.flows)} between the last collection and now"
-        )
+        out.notes.append(f"no {source.describe_runs(slo.name)} between the last collection and now")
     return out
 
 

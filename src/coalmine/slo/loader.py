@@ -72,7 +72,7 @@ SLO_FIELDS = (
 )
 SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "router": ("admin",),
-    "probe": ("flows",),
+    "probe": ("environment", "flows"),
     "prometheus": ("address", "good", "bad", "total"),
 }
 SLI_COMMON = ("type", "source", "threshold")
@@ -452,18 +452,34 @@ def _sli(cur: Cursor) -> Sli:
                 "probe SLIs count final successes; latency is not recorded per run",
                 "use type: availability, and put latency limits in the flow's assertions",
             )
-        flows_cur = cur.require("flows", "the names of the probe flows")
+        source = _probe(cur)
+    else:
+        source = _prometheus(cur)
+    return Sli(kind, source, threshold)  # type: ignore[arg-type]
+
+
+def _probe(cur: Cursor) -> ProbeSource:
+    """Runs count when their flow binds the SLO (``slo:``) or is listed in ``flows``; only the
+    runs of one ``environment``, so that staging failures never burn the prod budget."""
+    env_cur = cur.require(
+        "environment",
+        "name the environment whose probe runs count, e.g. environment: prod "
+        "(a flow's runs in other environments do not count)",
+    )
+    flows: list[str] = []
+    flows_cur = cur.get("flows")
+    if flows_cur is not None:
         flows = (
             [flows_cur.nonempty_string()]
             if isinstance(flows_cur.value, str)
             else [f.nonempty_string() for f in flows_cur.sequence()]
         )
         if not flows:
-            flows_cur.fail("name at least one flow")
-        source = ProbeSource(tuple(flows))
-    else:
-        source = _prometheus(cur)
-    return Sli(kind, source, threshold)  # type: ignore[arg-type]
+            flows_cur.fail(
+                "name at least one flow",
+                "or remove flows: and bind the flows to this SLO with slo: <name> in each flow",
+            )
+    return ProbeSource(tuple(flows), env_cur.nonempty_string())
 
 
 def _prometheus(cur: Cursor) -> PrometheusSource:

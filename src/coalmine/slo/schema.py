@@ -56,8 +56,13 @@ def _sli() -> Schema:
         "source": {"enum": list(SLI_SOURCES)},
         "threshold": {**_SPAN, "description": "latency: good is at most this fast (e.g. 300ms)"},
         "admin": {"type": "string", "description": "router: admin host:port"},
+        "environment": {
+            "type": "string",
+            "minLength": 1,
+            "description": "probe: the environment whose runs count (e.g. prod); required",
+        },
         "flows": {
-            "description": "probe: flow name(s)",
+            "description": "probe: flow name(s) whose runs count, besides flows bound by slo:",
             "anyOf": [
                 {"type": "string"},
                 {"type": "array", "items": {"type": "string"}, "minItems": 1},
@@ -71,13 +76,19 @@ def _sli() -> Schema:
     assert set(props) == {"type", "source", "threshold"} | {
         k for keys in SOURCE_FIELDS.values() for k in keys
     }
-    by_source = [
+    by_source: list[Schema] = [
         {
             "if": {"properties": {"source": {"const": name}}},
             "then": {"propertyNames": {"enum": ["type", "source", "threshold", *keys]}},
         }
         for name, keys in SOURCE_FIELDS.items()
     ]
+    by_source.append(
+        {
+            "if": {"properties": {"source": {"const": "probe"}}},
+            "then": {"required": ["environment"]},
+        }
+    )
     return {**_obj(props, ("type", "source")), "allOf": by_source}
 
 

@@ -89,10 +89,21 @@ class RouterSource:
 
 @dataclass(frozen=True)
 class ProbeSource:
-    """Synthetic probe results (``probe_runs``): a run is good when it finally succeeded."""
+    """Synthetic probe results (``probe_runs``): a run is good when it finally succeeded.
 
-    flows: tuple[str, ...]
+    The runs that count are those of ``environment`` whose flow is bound to the SLO
+    (``slo: <name>`` in the flow) or listed in ``flows``, except canary-pinned runs: those are
+    the judge's (``coalmine/probe``). ``slos.yaml`` must name the environment; the default
+    here only serves code that builds a source by hand."""
+
+    flows: tuple[str, ...] = ()
+    environment: str = "prod"
     name: Literal["probe"] = "probe"
+
+    def describe_runs(self, slo: str) -> str:
+        """Which runs count, for notes: ``probe runs bound to X or of a, b in prod``."""
+        flows = f" or of {', '.join(self.flows)}" if self.flows else ""
+        return f"probe runs bound to {slo}{flows} in {self.environment}"
 
 
 WINDOW_PLACEHOLDER = "{{window}}"
@@ -164,7 +175,8 @@ class Sli:
         what: str = self.type
         if self.threshold_ms is not None:
             what += f" < {self.threshold_ms:g}ms"
-        return f"{what} from {self.source.name}"
+        where = f" in {self.source.environment}" if isinstance(self.source, ProbeSource) else ""
+        return f"{what} from {self.source.name}{where}"
 
 
 @dataclass(frozen=True)
