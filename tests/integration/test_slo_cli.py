@@ -16,6 +16,7 @@ from coalmine.cli import slo_cmds
 from coalmine.slo.engine import Bucket
 from coalmine.slo.store import SloBucketStore
 from coalmine.store.open import open_store
+from tests.support.cli_env import isolated_cli
 
 NOW = 1_717_200_000  # 2024-06-01T00:00:00Z, a whole minute
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -51,11 +52,7 @@ def cli() -> typer.Typer:
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """slos.yaml and a state database with 2 days of buckets, no coalmine.yaml."""
     (tmp_path / "slos.yaml").write_text(SLOS, encoding="utf-8")
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COALMINE_DATABASE_URL", url)
-    monkeypatch.delenv("COALMINE_CONFIG", raising=False)
-    monkeypatch.delenv("COALMINE_SLOS", raising=False)
+    url = isolated_cli(tmp_path, monkeypatch)
     store = open_store(url)
     buckets = SloBucketStore(store.engine)
     start = NOW - 2 * DAY

@@ -22,6 +22,7 @@ from coalmine.slo.policy import Tier, evaluation_tier
 from coalmine.slo.spec import Slo
 from coalmine.slo.store import SloBucketStore
 from coalmine.store.open import open_store
+from tests.support.cli_env import isolated_cli
 
 NOW = 1_717_200_000  # 2024-06-01T00:00:00Z
 MINUTE, DAY = 60, 86400
@@ -53,11 +54,7 @@ def slos_file(directory: Path, missing: str = "ignore") -> Path:
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """10 days of good buckets up to a day ago, and the collector's cursor there."""
     slos_file(tmp_path)
-    url = f"sqlite:///{tmp_path / 'state.db'}"
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COALMINE_DATABASE_URL", url)
-    monkeypatch.delenv("COALMINE_CONFIG", raising=False)
-    monkeypatch.delenv("COALMINE_SLOS", raising=False)
+    url = isolated_cli(tmp_path, monkeypatch)
     store = open_store(url)
     buckets = SloBucketStore(store.engine)
     first = NOW - 11 * DAY
