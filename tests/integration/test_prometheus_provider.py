@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import math
 import socket
 import threading
@@ -214,6 +215,18 @@ def test_nan_stays_nan(stack: Stack) -> None:
     assert m.phase is Phase.SUCCESSFUL
 
 
+def test_an_instant_query_of_a_range_selector_is_an_error(stack: Stack) -> None:
+    # Prometheus answers a matrix: its points are not one value per series, so `result[0]`
+    # would judge whichever point came first. Argo refuses it too.
+    got = measure(
+        prom_metric(stack.prometheus.url, CANARY.removeprefix("sum(").removesuffix(")") + "[1m]")
+    )
+    assert got.phase is Phase.ERROR and got.value is None
+    assert got.details["result_type"] == "matrix"
+    assert got.message.startswith("the instant query returned a range vector (matrix)")
+    assert "rate(x[5m])" in got.message
+
+
 def test_a_string_result_is_an_error_as_in_argo(stack: Stack) -> None:
     got = measure(prom_metric(stack.prometheus.url, '"hello"'))
     assert got.phase is Phase.ERROR
@@ -343,6 +356,82 @@ def test_headers_basic_auth_and_the_get_fallback() -> None:
     assert last["headers"]["X-Scope-OrgID"] == "tenant-a"
     assert last["headers"]["Authorization"].startswith("Basic ")
     assert "hunter22" not in repr(got) and "tenant-a" not in repr(got)
+
+
+async def _answer_with(
+    body: str, status: int, user_info: str = "", **config: Any
+) -> ProviderResult:
+    """Measure against a loopback server that answers every request with ``body``, in which
+    ``{auth}`` is the request's Authorization header (a proxy's error page that echoes it)."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        text = body.replace("{auth}", request.headers.get("Authorization", ""))
+        return web.Response(status=status, text=text, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        address = url.replace("//", f"//{user_info}@") if user_info else url
+        context = MeasureContext(rollout="shop", service="shop", now=time.time())
+        return await PrometheusMetrics().measure(prom_metric(address, "up", **config), context)
+    finally:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"user_info": "admin:pw-s3cr3t"},
+        {"authentication": {"basicAuth": {"username": "admin", "password": "pw-s3cr3t"}}},
+        {"headers": [{"key": "Authorization", "value": "Bearer pw-s3cr3t"}]},
+    ],
+    ids=["url", "basicAuth", "header"],
+)
+def test_credentials_echoed_by_a_proxy_page_never_reach_the_message(config: dict[str, Any]) -> None:
+    got = asyncio.run(_answer_with("<h1>Bad gateway</h1> you sent {auth}", 502, **config))
+    assert got.phase is Phase.ERROR
+    assert "answered HTTP 502 that is not a Prometheus API answer: <h1>Bad gateway</h1>" in (
+        got.message
+    )
+    token = base64.b64encode(b"admin:pw-s3cr3t").decode()
+    for secret in ("pw-s3cr3t", token, token[:12]):
+        assert secret not in repr(got), got.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"answer": 42}', "[" * 50_000 + "]" * 50_000],
+    ids=["json-without-status", "deeply-nested"],
+)
+def test_an_answer_that_is_not_the_prometheus_api_is_an_error(body: str) -> None:
+    got = asyncio.run(_answer_with(body, 200))
+    assert got.phase is Phase.ERROR
+    assert "answered HTTP 200 that is not a Prometheus API answer" in got.message
+
+
+def test_header_values_are_checked_before_sending_and_sent_as_utf8() -> None:
+    async def body() -> tuple[ProviderResult, ProviderResult, list[dict[str, Any]]]:
+        async with fake_prometheus() as (url, seen):
+            context = MeasureContext(rollout="shop", service="shop", now=time.time())
+            bad = await PrometheusMetrics().measure(
+                prom_metric(url, "up", headers=[{"key": "Authorization", "value": "tok-1\n"}]),
+                context,
+            )
+            good = await PrometheusMetrics().measure(
+                prom_metric(url, "up", headers=[{"key": "X-Team", "value": "équipe"}]), context
+            )
+            return bad, good, seen
+
+    bad, good, seen = asyncio.run(body())
+    assert bad.phase is Phase.ERROR and "tok-1" not in repr(bad)
+    assert bad.message.startswith("prometheus: headers[0].value: the value of header")
+    assert good.value == [1.0] and len(seen) == 1
+    assert seen[0]["headers"]["X-Team"] == "équipe"
 
 
 @asynccontextmanager

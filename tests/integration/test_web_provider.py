@@ -64,6 +64,8 @@ class Server:
             return web.json_response({"late": True})
         if path == "/redirect":
             raise web.HTTPFound("/ok")
+        if path == "/deep":  # valid JSON, nested deeper than a recursive parser goes
+            return web.Response(text="[" * 50_000 + "]" * 50_000, content_type="application/json")
         return web.Response(status=404, text="unknown path")
 
 
@@ -261,3 +263,39 @@ def test_secrets_never_appear_in_messages_or_details() -> None:
 
 def _slow(make: Callable[[str], dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
     return lambda url: {**make(url), "timeoutSeconds": 1}
+
+
+@pytest.mark.parametrize("extra", [{}, {"jsonPath": "{$[0]}"}])
+def test_json_nested_too_deeply_is_an_error_not_a_crash(extra: dict[str, str]) -> None:
+    got, _ = run(lambda url: {"url": url + "/deep", **extra})
+    assert got.phase is Phase.ERROR
+    assert got.message.endswith("/deep answered JSON nested too deeply to read")
+
+
+def test_a_non_ascii_header_value_is_sent_as_utf8() -> None:
+    got, server = run(
+        lambda url: {"url": url + "/ok", "headers": [{"key": "X-Team", "value": "équipe-ß"}]}
+    )
+    assert got.phase is None, got.message
+    assert server.seen[0]["headers"]["X-Team"] == "équipe-ß"
+
+
+def test_a_header_value_with_a_line_break_is_refused_without_showing_it() -> None:
+    value = "Bearer tok-from-a-secret-file\n"  # what `value: |` or a secret file ends with
+    got, server = run(
+        lambda url: {"url": url + "/ok", "headers": [{"key": "Authorization", "value": value}]}
+    )
+    assert got.phase is Phase.ERROR and not server.seen
+    assert got.message.startswith("web: headers[0].value: the value of header 'Authorization'")
+    assert "tok-from" not in repr(got)
+
+
+@pytest.mark.parametrize("password", ["pw1x/cr3t", "s3cr3t?pw2x", "s3c#r3t-pw"])
+def test_a_password_the_url_parser_misreads_never_reaches_the_message(password: str) -> None:
+    # An unencoded '/', '?' or '#' ends the authority early: the parser takes what comes
+    # before it in the password for the port, and the rest for the path.
+    got, server = run(lambda url: {"url": url.replace("//", f"//user:{password}@") + "/ok"})
+    assert got.phase is Phase.ERROR and not server.seen
+    for part in password.replace("?", "/").replace("#", "/").split("/"):
+        assert part not in got.message, got.message
+    assert "percent-encode" in got.message

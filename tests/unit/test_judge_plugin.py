@@ -78,6 +78,42 @@ def test_bad_configs_name_the_field(config: dict[str, object], message: str) -> 
         parse_judge_config(config)
 
 
+RATIO = {"name": "e", "kind": "ratio"}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"alpha": 0}, "alpha must be in (0, 1), got 0"),
+        ({"alpha": -1}, "alpha must be in (0, 1), got -1"),
+        ({"alpha": float("nan")}, "alpha must be in (0, 1), got nan"),
+        ({"passScore": 500}, "pass_score must be from 0 to 100, got 500"),
+        ({"marginalScore": -5}, "marginal_score must be from 0 to 100, got -5"),
+        ({"metrics": [{**RATIO, "weight": 0}]}, "the weights sum to zero"),
+        ({"groupWeights": {"default": 0}}, "the weights sum to zero"),
+        ({"groupWeights": {"default": -1}}, "group_weights: 'default' must be >= 0, got -1"),
+        ({"metrics": [{**RATIO, "weight": float("nan")}]}, "weight must be a finite number"),
+        ({"metrics": [{**RATIO, "relativeTolerance": -2}]}, "must be > 0, got -2"),
+        ({"metrics": [{**RATIO, "absoluteTolerance": -2}]}, "must be >= 0, got -2"),
+        ({"metrics": [{**RATIO, "minSamples": -3}]}, "min_samples must be >= 1, got -3"),
+        ({"metrics": [{**RATIO, "bound": float("inf")}]}, "bound must be a finite number"),
+    ],
+)
+def test_values_the_judge_cannot_use_are_refused_with_the_value(
+    config: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_judge_config({"metrics": [RATIO], **config})
+    assert message in str(caught.value)
+
+
+def test_a_zero_weight_is_fine_while_another_metric_counts() -> None:
+    spec = parse_judge_config(
+        {"metrics": [{**RATIO, "weight": 0}, {"name": "l", "kind": "latency", "group": "lat"}]}
+    )
+    assert [m.weight for m in spec.metrics] == [0.0, 1.0]
+
+
 def test_validate_reports_a_bad_judge_config_with_file_and_line() -> None:
     body = "            metrics:\n              - {name: e, kind: ratio, minSample: 5}"
     bundle = load_text(TEMPLATE.format(body=body), file="t.yaml")

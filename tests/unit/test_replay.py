@@ -384,6 +384,63 @@ def test_malformed_json_and_non_objects() -> None:
     assert "NaN" in bad('{"t": NaN, "version": "canary", "latency_ms": 3, "status": 200}').message
 
 
+@pytest.mark.parametrize(
+    ("line", "field", "message"),
+    [
+        ('{"t": 2, "version": "canary", "latency_ms": NaN, "status": 200}', "latency_ms",
+         "expected a finite number, got NaN"),
+        ('{"t": -Infinity, "version": "canary", "latency_ms": 3, "status": 200}', "t",
+         "expected a finite number, got -Infinity"),
+        ('{"t": 2, "version": "canary", "latency_ms": 1e999, "status": 200}', "latency_ms",
+         "expected a finite number, got Infinity"),
+        ('{"t": ' + "9" * 5000 + ', "version": "canary", "latency_ms": 3, "status": 200}', "t",
+         "expected a finite number, got a 5000-digit number"),
+        ('{"t": 2, "version": "canary", "latency_ms": 3, "status": ' + "2" * 5000 + "}",
+         "status", "expected an integer, got a 5000-digit number"),
+        ('{"t": 2, "version": "canary", "latency_ms": 3, "status": 200, "t": 3}', "t",
+         "the field appears twice in the line"),
+        ('{"t": "x", "version": "canary", "latency_ms": 3, "status": 200}', "t",
+         'expected a number, got "x"'),
+        ('{"t": 2, "version": "canary", "latency_ms": -1, "status": 200}', "latency_ms",
+         "expected a number of at least 0, got -1"),
+        ('{"t": 2, "version": "canary", "latency_ms": 3, "status": 99}', "status",
+         "expected an HTTP status from 100 to 599, got 99"),
+        ('{"t": 2, "version": "canary", "metric": "cpu", "value": "high"}', "value",
+         'expected a number, got "high"'),
+    ],
+)  # fmt: skip
+def test_unusable_numbers_and_repeated_fields_name_the_field_with_a_hint(
+    line: str, field: str, message: str
+) -> None:
+    err = bad(GOOD, line)
+    assert (err.line, err.field) == (2, field)
+    assert err.one_line().startswith(f"samples.jsonl:2: field '{field}': {message} (hint: ")
+
+
+def test_deeply_nested_json_is_a_data_error_not_a_crash() -> None:
+    err = bad(GOOD, "[" * 5000 + "]" * 5000)
+    assert err.line == 2 and err.message == "not valid data: nested too deeply"
+
+
+def test_a_runaway_line_is_refused_by_its_number_without_reading_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(GOOD + "\n" + "x" * (rp.MAX_LINE_BYTES * 50) + "\n" + GOOD + "\n")
+    with pytest.raises(rp.ReplayDataError) as caught:
+        rp.load_data(path)
+    assert (caught.value.line, caught.value.message) == (2, "the line is longer than 64 KiB")
+
+
+def test_bytes_that_are_not_utf8_are_named_by_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(("\n".join([GOOD] * 3000) + "\n").encode() + b'{"t": 9, "v\xff": 1}\n')
+    with pytest.raises(rp.ReplayDataError) as caught:
+        rp.load_data(path)
+    assert caught.value.line == 3001
+    assert caught.value.message == "not UTF-8 text (invalid start byte at column 12)"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode() + b"\r\n")  # a BOM and CRLF are fine
+    assert rp.load_data(path).lines == 1
+
+
 def test_an_empty_file_is_an_error() -> None:
     for lines in ([], ["", "  ", "\n"]):
         err = bad(*lines)

@@ -21,14 +21,15 @@ reads a real clock or the network: the same data and templates give the same tim
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from coalmine.analysis.expr import format_value
 from coalmine.analysis.run import (
@@ -56,6 +57,9 @@ EPOCH_FROM = 1e9  # a t at or above this is epoch seconds (2001-09-09); below, s
 DATA_ENDED = "the recorded data ended"
 RUN_NAME = "replay"
 MAX_LOOKS = 100_000  # a guard against templates that would measure forever at one instant
+MAX_LINE_BYTES = 64 * 1024  # a data line is under 200 bytes; anything this long is not data
+MAX_DIGITS = 100  # a JSON integer longer than this is not a time, a latency or a status
+T_HINT = "seconds from the start of the recording, or epoch seconds: 12.5"
 FORMAT_HINT = (
     'one JSON object per line: {"t": 12.5, "version": "canary", "latency_ms": 31.2, '
     '"status": 200} or {"t": 15, "version": "canary", "metric": "cpu", "value": 0.42}'
@@ -165,22 +169,45 @@ def load_data(path: str | Path) -> ReplayData:
     """Read and validate a data file; raise :class:`ReplayDataError` naming the line and field."""
     source = str(path)
     try:
-        with open(path, encoding="utf-8") as handle:
-            return parse_data(handle, source)
+        with open(path, "rb") as handle:
+            return parse_data(_read_lines(handle, source), source)
     except FileNotFoundError:
         raise ReplayDataError(
             "data file not found",
             file=source,
             hint="record one with `coalmine analyze record --admin HOST:PORT --output FILE`",
         ) from None
-    except UnicodeDecodeError as err:
-        raise ReplayDataError(
-            f"not UTF-8 text ({err.reason} at byte {err.start})", file=source, hint=FORMAT_HINT
-        ) from None
     except IsADirectoryError:
-        raise ReplayDataError("a directory, not a data file", file=source) from None
+        raise ReplayDataError(
+            "a directory, not a data file", file=source, hint="pass a JSON-lines file"
+        ) from None
     except OSError as err:
         raise ReplayDataError(f"cannot read: {err.strerror}", file=source) from None
+
+
+def _read_lines(handle: IO[bytes], source: str) -> Iterator[str]:
+    """The file's lines as text, each checked for length and UTF-8 before it is parsed, so that
+    a binary file or a runaway line is named by its line number and never fills the memory."""
+    for number in itertools.count(1):
+        raw = handle.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES:
+            raise ReplayDataError(
+                f"the line is longer than {MAX_LINE_BYTES // 1024} KiB",
+                file=source,
+                line=number,
+                hint="a data line is one short JSON object; is this a JSON-lines file?",
+            )
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            raise ReplayDataError(
+                f"not UTF-8 text ({err.reason} at column {err.start + 1})",
+                file=source,
+                line=number,
+                hint="is this a JSON-lines file? " + FORMAT_HINT,
+            ) from None
 
 
 def parse_data(lines: Iterable[str], source: str = "<data>") -> ReplayData:
@@ -249,12 +276,32 @@ def _mixed_times(source: str, number: int, t: float, first: tuple[float, int]) -
     )
 
 
-class _NotFinite(ValueError):
+class _Unusable:
+    """A JSON number no field can hold (``NaN``, ``Infinity``, a 5000-digit integer). Parsing
+    keeps it as this marker so that the error names the field it was written in."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def _parse_int(text: str) -> int | _Unusable:
+    return int(text) if len(text) <= MAX_DIGITS else _Unusable(f"a {len(text)}-digit number")
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _Duplicate(key)
+        obj[key] = value
+    return obj
+
+
+class _Duplicate(ValueError):
     pass
-
-
-def _reject_constant(name: str) -> Any:
-    raise _NotFinite(name)
 
 
 def _show(value: Any) -> str:
@@ -268,16 +315,25 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
+def validate_line(text: str) -> RequestRecord | MetricSample:
+    """One data line, or :class:`ReplayDataError` (without a file or line) saying what is wrong."""
+    return _parse_line(text, "", 0)
+
+
 def _parse_line(text: str, source: str, number: int) -> RequestRecord | MetricSample:
     def fail(message: str, field_: str | None = None, hint: str | None = None) -> ReplayDataError:
         return ReplayDataError(message, file=source, line=number, field=field_, hint=hint)
 
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except _NotFinite as err:
-        raise fail(f"{err} is not a number JSON allows", hint="write finite numbers") from None
+        obj = json.loads(
+            text, parse_constant=_Unusable, parse_int=_parse_int, object_pairs_hook=_no_duplicates
+        )
+    except _Duplicate as err:
+        raise fail("the field appears twice in the line", str(err), "keep one") from None
     except json.JSONDecodeError as err:
         raise fail(f"not valid JSON: {err.msg} (column {err.colno})", hint=FORMAT_HINT) from None
+    except RecursionError:
+        raise fail("not valid data: nested too deeply", hint=FORMAT_HINT) from None
     if not isinstance(obj, dict):
         raise fail(f"expected a JSON object, got {_kind_of(obj)}", hint=FORMAT_HINT)
     is_sample = "metric" in obj or ("value" in obj and "latency_ms" not in obj)
@@ -301,7 +357,7 @@ def _parse_line(text: str, source: str, number: int) -> RequestRecord | MetricSa
     for key in known:
         if key not in obj:
             raise fail(f"missing in {what}", key, f"{what} has " + ", ".join(known))
-    t = _number(obj["t"], "t", fail, minimum=0.0)
+    t = _number(obj["t"], "t", fail, minimum=0.0, hint=T_HINT)
     version = obj["version"]
     if version not in VERSIONS:
         guess = closest(version, VERSIONS) if isinstance(version, str) else None
@@ -320,29 +376,38 @@ def _parse_line(text: str, source: str, number: int) -> RequestRecord | MetricSa
                 "metric",
                 "the name of the AnalysisTemplate metric this value is for",
             )
-        value = _number(obj["value"], "value", fail)
+        value = _number(obj["value"], "value", fail, hint="the metric's value at t: 0.42")
         return MetricSample(t, version, metric, value, number)
-    latency = _number(obj["latency_ms"], "latency_ms", fail, minimum=0.0)
+    latency = _number(
+        obj["latency_ms"], "latency_ms", fail, minimum=0.0, hint="milliseconds, such as 31.2"
+    )
     status = obj["status"]
     if isinstance(status, float) and status.is_integer():
         status = int(status)
     if isinstance(status, bool) or not isinstance(status, int):
         raise fail(f"expected an integer, got {_show(status)}", "status", "an HTTP status: 200")
     if not 100 <= status <= 599:
-        raise fail(f"expected an HTTP status from 100 to 599, got {status}", "status")
+        raise fail(
+            f"expected an HTTP status from 100 to 599, got {status}", "status", "such as 200"
+        )
     return RequestRecord(t, version, latency, status, number)
 
 
 def _number(
-    value: Any, name: str, fail: Callable[..., ReplayDataError], minimum: float | None = None
+    value: Any,
+    name: str,
+    fail: Callable[..., ReplayDataError],
+    minimum: float | None = None,
+    hint: str | None = None,
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise fail(f"expected a number, got {_show(value)}", name)
+        what = "a finite number" if isinstance(value, _Unusable) else "a number"
+        raise fail(f"expected {what}, got {_show(value)}", name, hint)
     number = float(value)
     if not math.isfinite(number):
-        raise fail(f"expected a finite number, got {_show(value)}", name)
+        raise fail(f"expected a finite number, got {_show(value)}", name, hint)
     if minimum is not None and number < minimum:
-        raise fail(f"expected a number of at least {minimum:g}, got {_show(value)}", name)
+        raise fail(f"expected a number of at least {minimum:g}, got {_show(value)}", name, hint)
     return number
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -72,15 +74,16 @@ def _start(text: str | None, data: Any) -> float | None:
         return None
     raw = text.strip()
     try:
-        if raw.startswith("+"):
-            return float(data.start) + parse_duration(raw[1:])
-        return float(raw)
+        start = float(data.start) + parse_duration(raw[1:]) if raw.startswith("+") else float(raw)
     except ValueError:
+        start = math.nan
+    if not math.isfinite(start):
         raise CoalmineError(
             f"expected a data time or +DURATION, got {text!r}",
             field="--start",
             hint="--start 120 starts at t=120; --start +2m two minutes after the first line",
-        ) from None
+        )
+    return start
 
 
 def _print_timeline(result: Any) -> None:
@@ -125,29 +128,114 @@ def record_cmd(
 
     seconds = _duration(duration, "--duration")
     back = _duration(history, "--history")
-    if poll <= 0:
-        raise CoalmineError("the poll interval must be above 0", field="--poll")
-    try:
-        handle = output.open("w", encoding="utf-8")
-    except OSError as err:
-        raise CoalmineError(f"cannot write {output}: {err.strerror}", field="--output") from None
-    with handle:
+    if not (math.isfinite(poll) and poll > 0):
+        raise CoalmineError(
+            f"the poll interval must be a number of seconds above 0, got {poll}", field="--poll"
+        )
+    _check_admin(admin)
+    counts = {"canary": 0, "stable": 0}
+    with _Output(output) as out:
         try:
-            counts = asyncio.run(_record(admin, seconds, back, poll, handle))
+            asyncio.run(_record(admin, seconds, back, poll, out.handle, counts))
         except KeyboardInterrupt:
-            print("coalmine: interrupted; the file holds what was recorded", file=sys.stderr)
+            print(f"coalmine: interrupted; {_keep(out, counts)}", file=sys.stderr)
             raise typer.Exit(130) from None
-        except CoalmineError:
-            if handle.tell() == 0:  # nothing recorded: leave no empty file behind
-                handle.close()
-                output.unlink(missing_ok=True)
-            raise
+        except OSError as err:  # the file, not the network: httpx wraps its own errors
+            raise CoalmineError(
+                f"cannot write {output}: {err.strerror}", field="--output"
+            ) from None
+        except (CoalmineError, KeyError, TypeError, ValueError) as err:
+            error = err if isinstance(err, CoalmineError) else _not_a_router(admin)
+            if sum(counts.values()):
+                error.hint = _keep(out, counts)
+            raise error from None
+        out.keep()
     total = sum(counts.values())
     print(
         f"recorded {total} requests ({counts['canary']} canary, {counts['stable']} stable) "
         f"over {format_duration(seconds)} to {output}",
         file=sys.stderr,
     )
+
+
+def _keep(out: _Output, counts: dict[str, int]) -> str:
+    """Keep a stopped recording's whole lines, if it has any; say where they are."""
+    total = sum(counts.values())
+    if not total:
+        return f"nothing was recorded; {out.path} was not written"
+    return f"the {total} requests recorded before are in {out.keep()}"
+
+
+def _not_a_router(
+    admin: str, what: str = "something that is not a router's record list"
+) -> CoalmineError:
+    return CoalmineError(
+        f"router admin {admin} answered {what}",
+        field="--admin",
+        hint="give the router's admin address (router.admin in coalmine.yaml)",
+    )
+
+
+def _check_admin(admin: str) -> None:
+    """``host:port`` (``http://`` allowed); user info is refused without being echoed."""
+    text = admin.strip().removeprefix("http://").rstrip("/")
+    if "@" in text:
+        raise CoalmineError(
+            "the router's admin address takes no user name or password", field="--admin"
+        )
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c in host for c in "/ "):
+        raise CoalmineError(
+            f"expected the router's admin address as host:port, got {admin!r}",
+            field="--admin",
+            hint="e.g. --admin 127.0.0.1:8081 (router.admin in coalmine.yaml)",
+        )
+
+
+class _Output:
+    """The recording's file, written whole or not at all: lines go to a hidden file beside
+    ``path`` that replaces it only by :meth:`keep`. A failed or empty recording leaves ``path``
+    as it was, and a line is never cut off. Refuses an unusable ``path`` before recording."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        if path.is_dir():
+            raise CoalmineError(f"{path} is a directory", field="--output", hint="give a file name")
+        if path.exists() and not path.is_file():
+            raise CoalmineError(f"{path} is not a regular file", field="--output")
+        folder = path.parent
+        if not folder.is_dir():
+            raise CoalmineError(
+                f"cannot write {path}: the directory {folder} does not exist",
+                field="--output",
+                hint=f"create it first: mkdir -p {folder}",
+            )
+        self.partial = folder / f".{path.name}.{os.getpid()}.partial"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+        try:
+            fd = os.open(self.partial, flags, 0o666)  # the umask applies, as to a plain open()
+        except OSError as err:
+            raise CoalmineError(
+                f"cannot write in {folder}: {err.strerror}", field="--output"
+            ) from None
+        self.handle: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        self.kept = False
+
+    def __enter__(self) -> _Output:
+        return self
+
+    def keep(self) -> Path:
+        """Move what was written into place (once); return where it is."""
+        if not self.kept:
+            self.handle.close()
+            os.replace(self.partial, self.path)
+            self.kept = True
+        return self.path
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.kept:
+            self.handle.close()
+            self.partial.unlink(missing_ok=True)
 
 
 def _duration(text: str, option: str) -> float:
@@ -160,13 +248,12 @@ def _duration(text: str, option: str) -> float:
 
 
 async def _record(
-    admin: str, seconds: float, back: float, poll: float, out: IO[str]
-) -> dict[str, int]:
+    admin: str, seconds: float, back: float, poll: float, out: IO[str], counts: dict[str, int]
+) -> None:
     """Poll ``/admin/records`` from the start until ``start + seconds`` and write every record
-    with ``start - back < t <= start + seconds`` once, in time order."""
+    with ``start - back < t <= start + seconds`` once, in time order; ``counts`` per version."""
     from coalmine.traffic.client import RouterClient
 
-    counts = {"canary": 0, "stable": 0}
     started = time.time()
     end = started + seconds
     since = started - back
@@ -185,7 +272,6 @@ async def _record(
             if polled_at > end:  # this poll saw everything up to the end
                 break
             await asyncio.sleep(max(0.0, min(poll, end - time.time() + 0.05)))
-    return counts
 
 
 async def _drain(
@@ -194,23 +280,38 @@ async def _drain(
     """Write every record with ``since < t <= end`` the router holds now; return the new since.
 
     A full page may cut a group of records with the same ``t``: that group is left for the next
-    call (which asks for ``t`` above the last complete time), so nothing is lost or doubled."""
+    call (which asks for ``t`` above the last complete time), so nothing is lost or doubled.
+    A page is checked whole before any of it is written."""
     from coalmine.traffic.client import whole_records_page
 
     while True:
         page, full = await whole_records_page(client, since, PAGE_LIMIT)
+        lines: list[str] = []
+        sides: list[str] = []
         for item in page:
-            if item["t"] > end:
-                return since
-            line = {
-                "t": item["t"],
-                "version": item["version"],
-                "latency_ms": item["latency_ms"],
-                "status": item["status"],
-            }
-            out.write(json.dumps(line) + "\n")
-            counts[item["version"] if item["version"] in counts else "stable"] += 1
-            since = item["t"]
+            line, record = _line(item, client.admin)
+            if record.t > end:
+                full = False
+                break
+            lines.append(line)
+            sides.append(record.side)
+            since = record.t
+        out.write("".join(lines))
         out.flush()
+        for side in sides:
+            counts[side] += 1
         if not full:
             return since
+
+
+def _line(item: Any, admin: str) -> tuple[str, Any]:
+    """One router record as a data line, checked as `analyze replay` will read it."""
+    from coalmine.analysis.replay import REQUEST_FIELDS, ReplayDataError, validate_line
+
+    try:
+        line = json.dumps({key: item[key] for key in REQUEST_FIELDS}, allow_nan=False)
+        record = validate_line(line)
+    except (KeyError, TypeError, ValueError, ReplayDataError) as err:
+        reason = err.one_line() if isinstance(err, ReplayDataError) else "not a request record"
+        raise _not_a_router(admin, f"a record that cannot be replayed: {reason}") from None
+    return line + "\n", record

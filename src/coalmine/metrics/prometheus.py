@@ -22,13 +22,14 @@ Error measurements whose message names the address without its credentials.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 
@@ -53,6 +54,7 @@ NO_DATA = "no data: the query returned no series"
 _NOW = re.compile(r"now\(\s*\)")
 _NOW_MINUS = re.compile(r"now\(\s*\)\s*-\s*duration\(\s*(?:\"([^\"]*)\"|'([^']*)')\s*\)")
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 TIME_HINT = 'use now(), now() - duration("5m") or an RFC 3339 time such as 2024-05-01T12:00:00Z'
 
 
@@ -105,8 +107,34 @@ def headers_from(config_value: Any, path: str = "headers") -> list[tuple[str, st
             raise SpecError(f"header {key!r} needs a 'value'", field=f"{where}.value")
         if isinstance(value, bool | dict | list):
             raise SpecError(f"the value of header {key!r} must be a string", field=f"{where}.value")
+        if _CONTROL.search(str(value)):  # never echoed: header values may be credentials
+            raise SpecError(
+                f"the value of header {key!r} holds a line break or another control character",
+                field=f"{where}.value",
+                hint="a YAML block scalar (|) keeps a trailing newline: use |- or a quoted string",
+            )
         out.append((key, str(value)))
     return out
+
+
+def wire_headers(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    """Header values as UTF-8 bytes, which HTTP allows and Go's client (Argo's) sends as is."""
+    return [(key.encode(), value.encode()) for key, value in headers]
+
+
+def basic_token(username: str, password: str) -> str:
+    """The ``Basic`` credentials sent for a user and password (a secret to scrub as well)."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def url_secrets(url: str) -> list[str]:
+    """What in a URL's user info may be a credential, as written and as sent."""
+    parts = urlsplit(url)
+    if not (parts.username or parts.password):
+        return []
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    found = [parts.username or "", parts.password or "", user, password]
+    return [s for s in found if s] + [basic_token(user, password)]
 
 
 def no_unknown_fields(
@@ -143,8 +171,14 @@ def check_url(value: Any, key: str, what: str) -> str:
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises on a bad port
-    except ValueError as err:
-        raise SpecError(f"invalid {key} {redact_url(text)!r}: {err}", field=key) from None
+    except ValueError:
+        # Neither the URL nor the parser's reason is shown: with an unencoded '/', '?' or '#'
+        # in a password, what the parser takes for the host or the port is part of it.
+        raise SpecError(
+            f"invalid {key}: it cannot be read as a URL with a host and a numeric port",
+            field=key,
+            hint=f"e.g. {what}; percent-encode '/', '?', '#' and '@' in a user name or password",
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SpecError(
             f"{key} must be an http:// or https:// URL, got {redact_url(text)!r}",
@@ -183,9 +217,8 @@ class PrometheusConfig:
         out = [value for _, value in self.headers]
         if self.basic_auth:
             out.extend(self.basic_auth)
-        parts = urlsplit(self.address)
-        out.extend(s for s in (parts.username, parts.password) if s)
-        return out
+            out.append(basic_token(*self.basic_auth))
+        return out + url_secrets(self.address)
 
 
 def parse_config(config: dict[str, Any], check_only: bool = False) -> PrometheusConfig | None:
@@ -398,7 +431,7 @@ class PrometheusMetrics:
         data, warnings = await self._call(config, path, form)
         if warnings:
             details["warnings"] = warnings
-        return to_result(data, details)
+        return to_result(data, details, instant=config.range_query is None)
 
     async def _call(
         self, config: PrometheusConfig, path: str, form: dict[str, str]
@@ -412,7 +445,7 @@ class PrometheusMetrics:
                 httpx.AsyncClient(
                     verify=not config.insecure,
                     timeout=httpx.Timeout(config.timeout),
-                    headers=config.headers,
+                    headers=wire_headers(config.headers),
                     transport=self._transport,
                     follow_redirects=True,
                     trust_env=False,
@@ -452,9 +485,9 @@ def _stamp(seconds: float) -> str:
 def _decode(where: str, status: int, body: bytes) -> tuple[dict[str, Any], list[str]]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         doc = None
-    if not isinstance(doc, dict):
+    if not isinstance(doc, dict) or "status" not in doc:
         snippet = body[:200].decode("utf-8", "replace").strip()
         raise PrometheusError(
             f"{where} answered HTTP {status} that is not a Prometheus API answer"
@@ -478,11 +511,23 @@ def _float(raw: Any) -> float:
     return float(raw)
 
 
-def to_result(data: dict[str, Any], details: dict[str, Any]) -> ProviderResult:
-    """Turn ``data`` of a Prometheus API answer into ``result`` as Argo shapes it."""
+def to_result(
+    data: dict[str, Any], details: dict[str, Any], instant: bool = False
+) -> ProviderResult:
+    """Turn ``data`` of a Prometheus API answer into ``result`` as Argo shapes it. An
+    ``instant`` query that answers a matrix (a range selector such as ``x[5m]``) is an Error,
+    as in Argo: its points are not the one value per series that conditions expect."""
     kind = data.get("resultType")
     raw = data.get("result")
     details = {**details, "result_type": kind}
+    if instant and kind == "matrix":
+        return ProviderResult(
+            phase=Phase.ERROR,
+            message="the instant query returned a range vector (matrix), not one value per "
+            "series; wrap the range selector in a function such as rate(x[5m]) or "
+            "max_over_time(x[5m]), or use rangeQuery",
+            details=details,
+        )
     try:
         if kind == "scalar":
             details["series"] = 1

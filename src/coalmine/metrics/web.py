@@ -38,6 +38,8 @@ from coalmine.metrics.prometheus import (
     redact_url,
     scrub,
     unresolved,
+    url_secrets,
+    wire_headers,
 )
 from coalmine.spec.model import Metric
 
@@ -71,10 +73,9 @@ class WebConfig:
 
     @property
     def secrets(self) -> list[str]:
-        out = [value for _, value in self.headers]
-        parts = urlsplit(self.url)
-        out.extend(s for s in (parts.username, parts.password, parts.query) if s)
-        return out
+        out = [value for _, value in self.headers] + url_secrets(self.url)
+        query = urlsplit(self.url).query
+        return [*out, query] if query else out
 
 
 def parse_config(config: dict[str, Any], check_only: bool = False) -> WebConfig | None:
@@ -220,7 +221,7 @@ class WebMetrics:
 
     async def _send(self, config: WebConfig) -> tuple[int, str, bytes]:
         where = f"{config.method} {config.shown_url}"
-        headers = httpx.Headers(config.headers)
+        headers = httpx.Headers(wire_headers(config.headers))
         url = config.url
         if "authorization" in headers:
             url = redact_url(url)  # an explicit Authorization header wins over user info, as in Go
@@ -279,6 +280,8 @@ def interpret(
     except ValueError:
         details["json"] = False
         return ProviderResult(value=text, details=details)
+    except RecursionError:
+        return _too_deep(details)
     details["json"] = True
     if config.json_path is None:
         if data is None:
@@ -288,7 +291,10 @@ def interpret(
                 details=details,
             )
         return ProviderResult(value=data, details=details)
-    matches = config.json_path.find(data)
+    try:
+        matches = config.json_path.find(data)
+    except RecursionError:
+        return _too_deep(details)
     details["matches"] = len(matches)
     if not matches:
         return ProviderResult(
@@ -303,3 +309,11 @@ def interpret(
             details=details,
         )
     return ProviderResult(value=matches[0], details=details)
+
+
+def _too_deep(details: dict[str, Any]) -> ProviderResult:
+    return ProviderResult(
+        phase=Phase.ERROR,
+        message=f"{details['method']} {details['url']} answered JSON nested too deeply to read",
+        details=details,
+    )

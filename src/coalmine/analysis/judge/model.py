@@ -6,6 +6,7 @@ Everything is a frozen dataclass. Verdicts convert to plain JSON-friendly dicts 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -51,24 +52,31 @@ class JudgeMetric:
     alpha_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        def bad(message: str) -> ValueError:
+            return ValueError(f"metric {self.name!r}: {message}")
+
         if self.kind not in ("ratio", "latency", "gauge"):
-            raise ValueError(f"metric {self.name!r}: unknown kind {self.kind!r}")
+            raise bad(f"unknown kind {self.kind!r}")
         if self.worse not in ("higher", "lower"):
-            raise ValueError(f"metric {self.name!r}: worse must be 'higher' or 'lower'")
+            raise bad("worse must be 'higher' or 'lower'")
         if self.quantile is not None and not 0.0 < self.quantile < 1.0:
-            raise ValueError(f"metric {self.name!r}: quantile must be in (0, 1)")
+            raise bad(f"quantile must be in (0, 1), got {self.quantile:g}")
+        for attr in ("relative_tolerance", "absolute_tolerance", "bound", "weight"):
+            value = getattr(self, attr)
+            if value is not None and not math.isfinite(value):
+                raise bad(f"{attr} must be a finite number, got {value:g}")
         if self.relative_tolerance is not None and self.relative_tolerance <= 0:
-            raise ValueError(f"metric {self.name!r}: relative_tolerance must be > 0")
+            raise bad(f"relative_tolerance must be > 0, got {self.relative_tolerance:g}")
         if self.absolute_tolerance is not None and self.absolute_tolerance < 0:
-            raise ValueError(f"metric {self.name!r}: absolute_tolerance must be >= 0")
+            raise bad(f"absolute_tolerance must be >= 0, got {self.absolute_tolerance:g}")
         if self.weight < 0:
-            raise ValueError(f"metric {self.name!r}: weight must be >= 0")
-        if not self.alpha_weight > 0:
-            raise ValueError(f"metric {self.name!r}: alpha_weight must be > 0")
+            raise bad(f"weight must be >= 0, got {self.weight:g}")
+        if not (self.alpha_weight > 0 and math.isfinite(self.alpha_weight)):
+            raise bad(f"alpha_weight must be > 0, got {self.alpha_weight:g}")
         if self.min_samples < 1:
-            raise ValueError(f"metric {self.name!r}: min_samples must be >= 1")
+            raise bad(f"min_samples must be >= 1, got {self.min_samples}")
         if self.no_data not in ("inconclusive", "fail", "ignore"):
-            raise ValueError(f"metric {self.name!r}: unknown no_data policy {self.no_data!r}")
+            raise bad(f"unknown no_data policy {self.no_data!r}")
 
 
 @dataclass(frozen=True)
@@ -93,15 +101,37 @@ class JudgeSpec:
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
-            raise ValueError("alpha must be in (0, 1)")
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha:g}")
+        for attr in ("pass_score", "marginal_score"):
+            if not 0.0 <= getattr(self, attr) <= 100.0:
+                raise ValueError(f"{attr} must be from 0 to 100, got {getattr(self, attr):g}")
         if self.marginal_score > self.pass_score:
             raise ValueError("marginal_score must not exceed pass_score")
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError("metric names must be unique")
         for attr in ("bucket_seconds", "batch_seconds", "gauge_bucket_seconds"):
-            if getattr(self, attr) <= 0:
+            if not (getattr(self, attr) > 0 and math.isfinite(getattr(self, attr))):
                 raise ValueError(f"{attr} must be > 0")
+        self._check_weights()
+
+    def _check_weights(self) -> None:
+        """Group weights are >= 0 and some metric counts in the score: with every weight 0 the
+        score is never computed, and the run could never pass."""
+        for group, weight in self.group_weights.items():
+            if not (weight >= 0 and math.isfinite(weight)):
+                raise ValueError(f"group_weights: {group!r} must be >= 0, got {weight:g}")
+        scored: dict[str, float] = {}  # group -> its live metrics' summed weight
+        for m in self.metrics:
+            if not m.dry_run:
+                scored[m.group] = scored.get(m.group, 0.0) + m.weight
+        if scored and not any(
+            w > 0 and self.group_weights.get(g, w) > 0 for g, w in scored.items()
+        ):
+            raise ValueError(
+                "the weights sum to zero: no metric counts in the score, so the run could "
+                "never pass; give a metric (and its group) a weight above 0"
+            )
 
 
 @dataclass(frozen=True)
