@@ -7,6 +7,7 @@ import socket
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from coalmine.errors import RouterError
 from coalmine.spec.model import HeaderMatch
@@ -68,3 +69,64 @@ def test_an_unreachable_admin_is_a_router_error_with_a_hint() -> None:
             assert not await client.healthy()
 
     asyncio.run(body())
+
+
+# --------------------------------------------------------------------------- not a router
+
+PAGE = "<!DOCTYPE html>\n<html><head><title>Not Found</title></head>\n<body>" + (
+    "<p>The page you asked for is not here.</p>\n" * 200
+) + "</body></html>"  # fmt: skip
+
+
+async def _serve(status: int, text: str, content_type: str) -> tuple[web.AppRunner, str]:
+    """A real HTTP server on loopback that answers every request the same way."""
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=text, content_type=content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
+
+
+async def _error_from(status: int, text: str, content_type: str) -> RouterError:
+    runner, admin = await _serve(status, text, content_type)
+    try:
+        async with RouterClient(admin) as client:
+            with pytest.raises(RouterError) as info:
+                await client.records(0.0, 10)
+            assert not await client.healthy()
+            return info.value
+    finally:
+        await runner.cleanup()
+
+
+def test_an_html_404_is_one_line_without_the_page_and_with_a_hint() -> None:
+    err = asyncio.run(_error_from(404, PAGE, "text/html"))
+    line = err.one_line()
+    assert "\n" not in line and "<" not in line and "not here" not in line, line
+    assert len(line) < 300, line
+    assert err.message.startswith("router admin 127.0.0.1:") and " answered 404 Not Found: " in line
+    assert "an HTML page" in err.message
+    assert (
+        err.hint == "is this a coalmine router's admin address? see router.admin in coalmine.yaml"
+    )
+
+
+def test_a_long_text_answer_shows_only_its_start_on_one_line() -> None:
+    text = "no such\x1b route\r\n" + "x" * 5000
+    err = asyncio.run(_error_from(503, text, "text/plain"))
+    assert " answered 503 Service Unavailable: no such route xxx" in err.message
+    shown = err.message.split("Service Unavailable: ", 1)[1]
+    assert len(shown) <= 200 and shown.endswith("…")
+    assert "\r" not in err.one_line() and "\x1b" not in err.one_line()
+    assert err.hint and "coalmine router's admin address" in err.hint
+
+
+def test_an_html_page_without_a_content_type_is_still_left_out() -> None:
+    err = asyncio.run(_error_from(404, PAGE, "application/octet-stream"))
+    assert "an HTML page" in err.message and "<" not in err.one_line()

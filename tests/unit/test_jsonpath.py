@@ -219,3 +219,32 @@ def test_recursive_descent_order() -> None:
     # A node's own matches come before those of its descendants (RFC 9535's order).
     doc = {"a": {"name": 1, "sub": {"name": 2}}, "name": 3}
     assert find("{..name}", doc) == [3, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("expr", "position", "found"),
+    [
+        ("{$.items[" + "0" * 4999 + "1]}", 9, 5000),
+        ("{.items[-" + "9" * 5000 + "]}", 9, 5000),
+        ("{.items[1:" + "7" * 19 + "]}", 10, 19),
+        ("{.items[0," + "1" * 4301 + "]}", 10, 4301),
+    ],
+    ids=["leading-zeros", "negative", "slice-stop", "union"],
+)
+def test_an_index_with_too_many_digits_is_a_syntax_error_naming_the_position(
+    expr: str, position: int, found: int
+) -> None:
+    with pytest.raises(ValueError) as info:
+        compile_path(expr)
+    message = str(info.value)
+    assert f"at position {position}: an index has at most 18 digits, found {found}" in message
+    assert "4300" not in message and "integer string conversion" not in message
+    assert len(message) < 200  # the expression is quoted, not all of it
+
+
+def test_an_index_of_18_digits_still_works_and_non_ascii_digits_are_refused() -> None:
+    big = "9" * 18
+    assert compile_path(f"{{.items[{big}]}}").find({"items": [1]}) == []
+    assert find(f"{{.items[-{big}:]}}", {"items": [1, 2]}) == [1, 2]
+    with pytest.raises(ValueError, match="at position 8: expected an index"):
+        compile_path("{.items[²]}")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from coalmine.analysis.judge import JudgeVerdict
 from coalmine.analysis.types import Phase
-from coalmine.metrics.judge import parse_judge_config, to_result
-from coalmine.spec.loader import load_text
+from coalmine.metrics.judge import JudgeConfigError, parse_judge_config, to_result
+from coalmine.spec.loader import load_bundle, load_text
 from coalmine.spec.resolve import check_runnable
 
 TEMPLATE = """\
@@ -69,7 +73,10 @@ def test_camel_case_fields_become_the_spec() -> None:
             "did you mean 'relativeTolerance'",
         ),
         ({"metrics": [{"name": "e", "kind": "median"}]}, "is not one of ratio, latency"),
-        ({"alpha": "low", "metrics": [{"name": "e", "kind": "ratio"}]}, "alpha: expected float"),
+        (
+            {"alpha": "low", "metrics": [{"name": "e", "kind": "ratio"}]},
+            "alpha: expected a number, got 'low'",
+        ),
         ({"metrics": [{"name": "e", "kind": "ratio"}, {"name": "e", "kind": "ratio"}]}, "unique"),
     ],
 )
@@ -91,7 +98,7 @@ RATIO = {"name": "e", "kind": "ratio"}
         ({"marginalScore": -5}, "marginal_score must be from 0 to 100, got -5"),
         ({"metrics": [{**RATIO, "weight": 0}]}, "the weights sum to zero"),
         ({"groupWeights": {"default": 0}}, "the weights sum to zero"),
-        ({"groupWeights": {"default": -1}}, "group_weights: 'default' must be >= 0, got -1"),
+        ({"groupWeights": {"default": -1}}, "groupWeights.default: must be >= 0, got -1"),
         ({"metrics": [{**RATIO, "weight": float("nan")}]}, "weight must be a finite number"),
         ({"metrics": [{**RATIO, "relativeTolerance": -2}]}, "must be > 0, got -2"),
         ({"metrics": [{**RATIO, "absoluteTolerance": -2}]}, "must be >= 0, got -2"),
@@ -118,8 +125,8 @@ def test_validate_reports_a_bad_judge_config_with_file_and_line() -> None:
     body = "            metrics:\n              - {name: e, kind: ratio, minSample: 5}"
     bundle = load_text(TEMPLATE.format(body=body), file="t.yaml")
     (problem,) = check_runnable(bundle)
-    assert (problem.file, problem.line) == ("t.yaml", 6)
-    assert "did you mean 'minSamples'" in problem.message
+    assert (problem.file, problem.line) == ("t.yaml", 6)  # no file to read: the metric's line
+    assert problem.hint == "did you mean 'minSamples'?"
 
 
 def verdict(kind: str) -> JudgeVerdict:
@@ -142,3 +149,95 @@ def test_verdicts_become_measurement_phases(kind: str, final: bool, phase: Phase
     assert result.phase == phase
     assert result.message == f"because {kind}" and result.value == 50.0
     assert result.details["verdict"] == kind
+
+
+# --------------------------------------------------------------------------- field lines
+
+COALMINE = Path(sys.executable).with_name("coalmine")
+FIELD = "spec.metrics[0].provider.plugin.coalmine/judge"
+RATIO_ITEM = "              - {name: e, kind: ratio}"
+BAD_FIELDS = [
+    # (the plug-in config's lines from line 11 on, the bad field's line, field, message)
+    (
+        ["            groupWeights:", '              x: "abc"', "            metrics:", RATIO_ITEM],
+        12,
+        "groupWeights.x",
+        "expected a number, got 'abc' (hint: a weight is a number such as 1 or 0.5;",
+    ),
+    (
+        ["            metrics:", "              - name: e", "                kind: ratio",
+         "                minSample: 5"],
+        14,
+        "metrics[0].minSample",
+        "unknown field 'minSample' (hint: did you mean 'minSamples'?)",
+    ),
+    (
+        ["            metrics:", RATIO_ITEM, "            passScore: 500"],
+        13,
+        "passScore",
+        "pass_score must be from 0 to 100, got 500 (hint: see docs/judge.md",
+    ),
+    (
+        ["            metrics:", "              - {name: e, kind: ratio, weight: true}"],
+        12,
+        "metrics[0].weight",
+        "expected a number, got True (hint: a weight is a number",
+    ),
+    (
+        ["            prometheus:", "              address: http://127.0.0.1:9090",
+         "              timeout: soon", "            metrics:",
+         '              - {name: cpu, kind: gauge, query: \'up{v="{{version}}"}\'}'],
+        13,
+        "prometheus.timeout",
+        "",
+    ),
+]  # fmt: skip
+BAD_IDS = ["group-weight-word", "unknown-field", "pass-score", "bool-weight", "prometheus"]
+
+
+def judge_template(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "t.yaml"
+    path.write_text(TEMPLATE.format(body="\n".join(lines)))
+    return path
+
+
+@pytest.mark.parametrize(("lines", "line", "field", "message"), BAD_FIELDS, ids=BAD_IDS)
+def test_validate_points_at_the_bad_judge_field_s_own_line(
+    tmp_path: Path, lines: list[str], line: int, field: str, message: str
+) -> None:
+    path = judge_template(tmp_path, lines)
+    done = subprocess.run(
+        [str(COALMINE), "validate", path.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 2, out
+    assert "Traceback" not in out and out.count("\n") == 1, out  # validate lists on stdout
+    assert out.startswith(f"t.yaml:{line}: {FIELD}.{field}: {message}"), out
+    assert out.count("coalmine/judge") == 1, out
+
+
+@pytest.mark.parametrize(("lines", "line", "field", "message"), BAD_FIELDS, ids=BAD_IDS)
+def test_check_runnable_gives_the_judge_field_and_its_line(
+    tmp_path: Path, lines: list[str], line: int, field: str, message: str
+) -> None:
+    path = judge_template(tmp_path, lines)
+    (problem,) = check_runnable(load_bundle([path]))
+    assert (problem.file, problem.line, problem.field) == (str(path), line, f"{FIELD}.{field}")
+    assert problem.one_line().startswith(f"{path}:{line}: {FIELD}.{field}: {message}")
+    assert problem.one_line().count("coalmine/judge") == 1
+
+
+def test_a_quoted_group_weight_still_counts_and_a_word_is_refused_with_a_hint() -> None:
+    spec = parse_judge_config({"metrics": [RATIO], "groupWeights": {"default": "2"}})
+    assert spec.group_weights == {"default": 2.0}  # e.g. from {{args.weight}}
+    for bad in ("abc", None, [1], True, 10**400):
+        with pytest.raises(JudgeConfigError) as caught:
+            parse_judge_config({"metrics": [RATIO], "groupWeights": {"x": bad}})
+        assert caught.value.path == ("groupWeights", "x")
+        assert "could not convert" not in str(caught.value)
+        assert caught.value.hint and "a weight is a number" in caught.value.hint

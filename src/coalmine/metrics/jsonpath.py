@@ -73,6 +73,10 @@ _MISSING = object()
 _COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
 # Characters that end a bare field name (``.name``).
 _NAME_STOP = frozenset(".[](){},'\"@$=!<>&| \t\r\n")
+# Digits of an index or slice bound: any real list index fits, and Python refuses int() of
+# more than 4300 digits with a message about its own limit.
+MAX_INDEX_DIGITS = 18
+SHOWN_CHARS = 80  # of an expression quoted in an error
 
 
 # --------------------------------------------------------------------------- parser
@@ -87,7 +91,10 @@ class _Parser:
 
     def fail(self, message: str, pos: int | None = None) -> ValueError:
         at = self.pos if pos is None else pos
-        return ValueError(f"invalid JSONPath {self.text!r} at position {at}: {message}")
+        shown = repr(self.text)
+        if len(self.text) > SHOWN_CHARS:
+            shown = f"{self.text[:SHOWN_CHARS]!r}… ({len(self.text)} characters)"
+        return ValueError(f"invalid JSONPath {shown} at position {at}: {message}")
 
     def peek(self, ahead: int = 0) -> str:
         i = self.pos + ahead
@@ -269,12 +276,18 @@ class _Parser:
         start = self.pos
         if self.peek() in ("-", "+"):
             self.pos += 1
-        while self.peek().isdigit():
+        digits = self.pos
+        while self.peek().isascii() and self.peek().isdigit():
             self.pos += 1
         raw = self.text[start : self.pos]
         if raw in ("", "-", "+"):
             self.pos = start
             return None
+        if self.pos - digits > MAX_INDEX_DIGITS:
+            raise self.fail(
+                f"an index has at most {MAX_INDEX_DIGITS} digits, found {self.pos - digits}",
+                digits,
+            )
         return int(raw)
 
     def _string(self) -> str:

@@ -13,6 +13,7 @@ version from the start of the run, and ``LiveJudgeMetrics`` joins them to the ro
 from __future__ import annotations
 
 import asyncio
+import difflib
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -72,62 +73,141 @@ FETCH_LIMIT = 200_000
 DataSource = Callable[[float, float], Awaitable[JudgeData]]  # (since, now) -> data
 
 
-def _typed(where: str, key: str, value: Any, kind: type) -> Any:
+PLUGIN = "coalmine/judge"
+WEIGHT_HINT = "a weight is a number such as 1 or 0.5; 0 leaves it out of the score"
+_KINDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+Path = tuple[str | int, ...]
+
+
+class JudgeConfigError(ValueError):
+    """A bad ``coalmine/judge`` configuration. ``path`` locates the field inside the plug-in's
+    config, e.g. ``("metrics", 0, "kind")``, so ``coalmine validate`` can give its line."""
+
+    def __init__(self, path: Path, message: str, hint: str | None = None) -> None:
+        self.path = path
+        self.message = message
+        self.hint = hint
+        where = f"{PLUGIN}.{self.field}" if path else PLUGIN
+        super().__init__(f"{where}: {message}" + (f" (hint: {hint})" if hint else ""))
+
+    @property
+    def field(self) -> str:
+        """``path`` written like the loader's field paths: ``metrics[0].kind``."""
+        out = ""
+        for part in self.path:
+            if isinstance(part, int):
+                out += f"[{part}]"
+            elif "." in part or "/" in part:
+                out += f'["{part}"]'
+            else:
+                out += f".{part}" if out else part
+        return out
+
+
+def _split(field: str) -> Path:
+    """A dotted field path (``headers[0].value``) as path parts."""
+    return tuple(int(i) if i else k for k, i in re.findall(r"([^.\[\]]+)|\[(\d+)\]", field))
+
+
+def _number(path: Path, value: Any, hint: str | None = None, text: bool = False) -> float:
+    """A number; with ``text`` also one written as a string (an ``{{args.x}}`` value)."""
+    try:
+        if text and isinstance(value, str):
+            return float(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise JudgeConfigError(path, "the number is too large", hint) from None
+    except ValueError:
+        pass
+    raise JudgeConfigError(path, f"expected a number, got {value!r}", hint)
+
+
+def _group_weights(path: Path, value: Any) -> dict[str, float]:
+    if not isinstance(value, dict):
+        raise JudgeConfigError(path, f"expected a mapping of group to weight, got {value!r}")
+    out = {}
+    for group, raw in value.items():
+        weight = _number((*path, str(group)), raw, WEIGHT_HINT, text=True)
+        if not (weight >= 0 and math.isfinite(weight)):
+            raise JudgeConfigError((*path, str(group)), f"must be >= 0, got {raw!r}", WEIGHT_HINT)
+        out[str(group)] = weight
+    return out
+
+
+def _typed(path: Path, value: Any, kind: type) -> Any:
+    key = path[-1]
     if key == "quantile" and value is None:
         return None  # the whole latency distribution
-    if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if kind is dict and isinstance(value, dict):
-        return {str(k): float(v) for k, v in value.items()}
+    if kind is float:
+        return _number(path, value, WEIGHT_HINT if key == "weight" else None)
+    if kind is dict:
+        return _group_weights(path, value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ValueError(f"{where}.{key}: expected {kind.__name__}, got {value!r}")
-    if key in CHOICES and value not in CHOICES[key]:
-        raise ValueError(f"{where}.{key}: {value!r} is not one of {', '.join(CHOICES[key])}")
+        expected = _KINDS.get(kind, f"a {kind.__name__}")
+        raise JudgeConfigError(path, f"expected {expected}, got {value!r}")
+    if key in CHOICES and value not in CHOICES[str(key)]:
+        choices = CHOICES[str(key)]
+        raise JudgeConfigError(path, f"{value!r} is not one of {', '.join(choices)}")
     return value
 
 
 def _fields(
-    where: str, raw: dict[str, Any], known: Mapping[str, tuple[str | None, type]]
+    path: Path, raw: dict[str, Any], known: Mapping[str, tuple[str | None, type]]
 ) -> dict[str, Any]:
-    import difflib
-
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key not in known:
-            close = difflib.get_close_matches(key, list(known), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ValueError(f"{where}: unknown field {key!r}{hint}")
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "known: " + ", ".join(known)
+            raise JudgeConfigError((*path, str(key)), f"unknown field {key!r}", hint)
         attr, kind = known[key]
-        checked = _typed(where, key, value, kind)
+        checked = _typed((*path, key), value, kind)
         if attr is not None:
             out[attr] = checked
     return out
 
 
+def _blame(path: Path, err: ValueError, raw: dict[str, Any], known: Mapping[str, Any]) -> Path:
+    """The field a model error (``pass_score must be ...``) is about: the first field its
+    message names that the config sets; else ``path`` itself."""
+    message = str(err)
+    named = [
+        (match.start(), key)
+        for key, (attr, _) in known.items()
+        if attr and key in raw and (match := re.search(rf"\b{attr}\b", message))
+    ]
+    return (*path, min(named)[1]) if named else path
+
+
 def parse_judge_config(config: dict[str, Any]) -> JudgeSpec:
-    """The plug-in's YAML (camelCase) as a JudgeSpec; ValueError names the bad field."""
-    where = "coalmine/judge"
-    spec = _fields(where, config, SPEC_FIELDS)
+    """The plug-in's YAML (camelCase) as a JudgeSpec. JudgeConfigError (a ValueError) names
+    the bad field."""
+    spec = _fields((), config, SPEC_FIELDS)
     raw_metrics = config.get("metrics")
     if not raw_metrics:
-        raise ValueError(f"{where}.metrics: at least one metric is needed")
+        raise JudgeConfigError(("metrics",), "at least one metric is needed")
     metrics = []
     for i, raw in enumerate(raw_metrics):
-        at = f"{where}.metrics[{i}]"
+        at: Path = ("metrics", i)
         if not isinstance(raw, dict):
-            raise ValueError(f"{at}: expected a mapping")
+            raise JudgeConfigError(at, "expected a mapping", "e.g. {name: errors, kind: ratio}")
         for required in ("name", "kind"):
             if required not in raw:
-                raise ValueError(f"{at}: {required!r} is required")
-        metrics.append(JudgeMetric(**_fields(at, raw, METRIC_FIELDS)))
+                raise JudgeConfigError(at, f"{required!r} is required")
+        fields = _fields(at, raw, METRIC_FIELDS)
+        try:
+            metrics.append(JudgeMetric(**fields))
+        except ValueError as err:
+            raise JudgeConfigError(_blame(at, err, raw, METRIC_FIELDS), str(err)) from None
     names = [m.name for m in metrics]
     if len(set(names)) != len(names):
-        raise ValueError(f"{where}.metrics: metric names must be unique")
+        raise JudgeConfigError(("metrics",), "metric names must be unique")
     gauge_sources(config, check_only=True)
     try:
         return JudgeSpec(metrics=tuple(metrics), **spec)
     except ValueError as err:
-        raise ValueError(f"{where}: {err}") from None
+        raise JudgeConfigError(_blame((), err, config, SPEC_FIELDS), str(err)) from None
 
 
 class JudgeMetrics:
@@ -232,54 +312,56 @@ def gauge_sources(
 ) -> tuple[tuple[GaugeQuery, ...], PrometheusConfig | None]:
     """The gauge metrics' queries and the shared ``prometheus`` block of a judge config.
 
-    ValueError names the bad field. With ``check_only`` the block's values that still hold
+    JudgeConfigError names the bad field. With ``check_only`` the block's values that still hold
     ``{{args.x}}`` are not checked and no PrometheusConfig is returned."""
-    where = "coalmine/judge"
     queries: list[GaugeQuery] = []
     for i, raw in enumerate(config.get("metrics") or []):
         if not isinstance(raw, dict):
             continue
-        at = f"{where}.metrics[{i}]"
+        at: Path = ("metrics", i, "query")
         query = raw.get("query")
         if raw.get("kind") != "gauge":
             if query is not None:
-                raise ValueError(
-                    f"{at}.query: only gauge metrics have a query "
-                    "(ratio and latency come from the router's requests)"
+                raise JudgeConfigError(
+                    at,
+                    "only gauge metrics have a query",
+                    "ratio and latency come from the router's requests; remove it",
                 )
             continue
         if not isinstance(query, str) or not query.strip():
-            raise ValueError(
-                f"{at}.query: a gauge metric needs a PromQL query with {{{{version}}}}, e.g. "
-                'avg(rate(process_cpu_seconds_total{version="{{version}}"}[1m]))'
+            raise JudgeConfigError(
+                at,
+                "a gauge metric needs a PromQL query with {{version}}",
+                'e.g. avg(rate(process_cpu_seconds_total{version="{{version}}"}[1m]))',
             )
         if not _VERSION_PLACEHOLDER.search(query):
-            raise ValueError(
-                f"{at}.query: the query must contain {{{{version}}}}, replaced by canary and "
-                "stable in turn (one query per version)"
+            raise JudgeConfigError(
+                at,
+                "the query must contain {{version}}",
+                "it is replaced by canary and stable in turn (one query per version)",
             )
         queries.append(GaugeQuery(str(raw.get("name")), query))
     block = config.get("prometheus")
     if block is None:
         if queries:
-            raise ValueError(
-                f"{where}.prometheus: gauge metrics need a prometheus block, "
-                "e.g. prometheus: {address: http://127.0.0.1:9090}"
+            raise JudgeConfigError(
+                ("prometheus",),
+                "gauge metrics need a prometheus block",
+                "e.g. prometheus: {address: http://127.0.0.1:9090}",
             )
         return (), None
     if not isinstance(block, dict):
-        raise ValueError(f"{where}.prometheus: expected a mapping such as {{address: ...}}")
+        raise JudgeConfigError(("prometheus",), "expected a mapping such as {address: ...}")
     for key in PROMETHEUS_BLOCK_ONLY:
         if key in block:
-            raise ValueError(
-                f"{where}.prometheus.{key}: not allowed here; each gauge metric has its own query"
+            raise JudgeConfigError(
+                ("prometheus", key), "not allowed here", "each gauge metric has its own query"
             )
     try:
         parsed = parse_prometheus_config({**block, "query": "vector(0)"}, check_only=check_only)
     except SpecError as err:
-        path = f"{where}.prometheus" + (f".{err.field}" if err.field else "")
-        hint = f" ({err.hint})" if err.hint else ""
-        raise ValueError(f"{path}: {err.message}{hint}") from None
+        path = ("prometheus", *_split(err.field or ""))
+        raise JudgeConfigError(path, err.message, err.hint) from None
     return tuple(queries), parsed
 
 

@@ -18,7 +18,7 @@ from coalmine.spec.model import (
     Rollout,
     TemplateRef,
 )
-from coalmine.spec.yamlpos import DURATION_HINT, closest
+from coalmine.spec.yamlpos import DURATION_HINT, YMap, YSeq, closest, read_documents
 
 # What the controller can measure with today; the rest of Argo's providers load but do not run.
 SUPPORTED_PROVIDERS: tuple[str, ...] = ("prometheus", "web")
@@ -298,16 +298,17 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
     elif name in ("prometheus", "web"):
         check_http_provider_config(name, metric.provider_config, metric.location, f"{field}.{name}")
     elif name == "coalmine/judge":
-        from coalmine.metrics.judge import parse_judge_config
+        from coalmine.metrics.judge import JudgeConfigError, parse_judge_config
 
         try:
             parse_judge_config(metric.provider_config)
-        except ValueError as err:
+        except JudgeConfigError as err:
+            route = ("provider", "plugin", name, *err.path)
             raise _error(
-                str(err),
-                metric.location,
-                f"{field}.plugin.coalmine/judge",
-                "see docs/judge.md for the judge's fields",
+                err.message,
+                field_location(metric.location, route),
+                f"{field}.plugin.{name}" + (f".{err.field}" if err.path else ""),
+                err.hint or "see docs/judge.md for the judge's fields",
             ) from None
     elif name == "coalmine/probe":
         from coalmine.metrics.probe import parse_probe_config
@@ -322,6 +323,49 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
                 f"{field}.plugin.coalmine/probe" + (f".{at}" if at else ""),
                 "see docs/providers.md for the probe plug-in's fields",
             ) from None
+
+
+def field_location(metric: Location | None, route: tuple[str | int, ...]) -> Location | None:
+    """Where a field below a metric is, e.g. ``("provider", "plugin", "coalmine/judge",
+    "groupWeights", "x")``: the line of the deepest part of ``route`` that exists.
+
+    A loaded Metric keeps only its own line, so the metric's file is read again; when that
+    fails (text loaded without a file), the metric's own location."""
+    if metric is None:
+        return None
+    try:
+        docs = read_documents(metric.file)
+    except SpecError:
+        return metric
+    for doc in docs:
+        node = _node_at(doc.data, metric.line)
+        if node is not None:
+            return Location(metric.file, _line_of(node, route))
+    return metric
+
+
+def _node_at(value: Any, line: int) -> YMap | None:
+    """The metric mapping (one with a ``provider``) that starts on ``line``."""
+    if isinstance(value, YMap) and value.line == line and "provider" in value:
+        return value
+    children = list(value.values()) if isinstance(value, dict) else value
+    for child in children if isinstance(children, list) else []:
+        found = _node_at(child, line)
+        if found is not None:
+            return found
+    return None
+
+
+def _line_of(node: YMap, route: tuple[str | int, ...]) -> int:
+    line, value = node.line, node
+    for part in route:
+        if isinstance(value, YMap) and isinstance(part, str) and part in value:
+            line, value = value.key_lines[part], value[part]
+        elif isinstance(value, YSeq) and isinstance(part, int) and 0 <= part < len(value):
+            line, value = value.item_lines[part], value[part]
+        else:
+            break
+    return line
 
 
 def check_http_provider_config(

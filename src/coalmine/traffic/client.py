@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -36,14 +37,21 @@ class RouterClient:
             ) from None
         if response.status_code == 200:
             return response.json()
-        try:
-            message = str(response.json().get("error", response.text))
-        except ValueError:
-            message = response.text.strip() or response.reason_phrase
-        if response.status_code == 409:
-            current = response.json().get("current_generation", -1)
-            raise StaleRoutingError(f"the router refused a stale routing: {message}", int(current))
-        raise RouterError(f"router admin {self.admin} answered {response.status_code}: {message}")
+        answer = _json_object(response)
+        code = response.status_code
+        if "error" in answer:  # the router's own refusal
+            message = _shorten(str(answer["error"]))
+            if code == 409:
+                current = answer.get("current_generation")
+                raise StaleRoutingError(
+                    f"the router refused a stale routing: {message}",
+                    current if isinstance(current, int) else -1,
+                )
+            raise RouterError(f"router admin {self.admin} answered {code}: {message}")
+        raise RouterError(
+            f"router admin {self.admin} answered {code} {_reason(code)}: {_body(response)}",
+            hint="is this a coalmine router's admin address? see router.admin in coalmine.yaml",
+        )
 
     async def set_routing(self, routing: Routing) -> Routing:
         return Routing.from_dict(await self._call("PUT", "/admin/routing", json=routing.to_dict()))
@@ -73,6 +81,40 @@ class RouterClient:
         except RouterError:
             return False
         return True
+
+
+BODY_CHARS = 200  # of a non-router answer's text shown in an error
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        return {}
+    return answer if isinstance(answer, dict) else {}
+
+
+def _reason(code: int) -> str:
+    """The standard phrase of ``code``: the server's own phrase could be anything."""
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "(an unknown status)"
+
+
+def _shorten(text: str) -> str:
+    """One printable line of at most BODY_CHARS characters."""
+    line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return line if len(line) <= BODY_CHARS else line[: BODY_CHARS - 1] + "…"
+
+
+def _body(response: httpx.Response) -> str:
+    """What an answer that is not the router's says: none of an HTML page, the start of text."""
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    text = response.text.lstrip()
+    if "html" in kind or text[:15].lower().startswith(("<!doctype html", "<html")):
+        return f"an HTML page ({len(response.content)} bytes)"
+    return _shorten(text) or "an empty answer"
 
 
 async def whole_records_page(
