@@ -31,7 +31,7 @@ MIN_EPOCH = 20
 #: alternative's likelihood ratio counts for at most exp(LATENCY_LOG_CAP) (see
 #: ``sequential.conditional_log_e``). A version that wanders on its own (per-version
 #: autocorrelated latency) is locally slower for tens of seconds at a time; the cap makes a
-#: failure need evidence that persists over at least three windows.
+#: failure need evidence that persists over several windows (two at alpha 0.5%: e^6 > 200).
 LATENCY_CAP_SECONDS = 20.0
 LATENCY_LOG_CAP = 3.0
 
