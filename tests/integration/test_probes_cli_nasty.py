@@ -72,7 +72,7 @@ def test_record_into_a_missing_directory_fails_before_any_request(
         "probes", "run", str(flow), "--env", "staging", "--record", str(target), exe=COALMINE
     )
     line = one_line_error(done, prefix="coalmine")
-    assert f"--record {target}: directory {target.parent} does not exist" in line
+    assert f"--record: cannot write {target}: the directory {target.parent} does not exist" in line
     assert probe_app.state.requests == 0  # checked before the flow ran
     assert not target.parent.exists()
 
@@ -252,9 +252,9 @@ def test_record_refuses_a_directory_and_a_path_under_a_file(
 ) -> None:
     flow = write_flow(tmp_path, probe_app)
     code, _, err = invoke("run", str(flow), "-e", "staging", "--record", str(tmp_path))
-    assert code == 2 and f"--record {tmp_path} is a directory" in err
+    assert code == 2 and f"--record: {tmp_path} is a directory" in err
     blocker = tmp_path / "file"
     blocker.write_text("")
     code, _, err = invoke("run", str(flow), "-e", "staging", "--record", str(blocker / "r.json"))
-    assert code == 2 and f"directory {blocker} does not exist" in err
+    assert code == 2 and f"the directory {blocker} does not exist" in err
     assert probe_app.state.requests == 0

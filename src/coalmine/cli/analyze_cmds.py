@@ -16,7 +16,7 @@ from typing import IO, Any
 
 import typer
 
-from coalmine.cli.common import JSON_OPTION, print_json
+from coalmine.cli.common import JSON_OPTION, print_json, refuse_unusable_output
 from coalmine.errors import CoalmineError
 
 analyze_app = typer.Typer(
@@ -199,17 +199,8 @@ class _Output:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        if path.is_dir():
-            raise CoalmineError(f"{path} is a directory", field="--output", hint="give a file name")
-        if path.exists() and not path.is_file():
-            raise CoalmineError(f"{path} is not a regular file", field="--output")
+        refuse_unusable_output(path, "--output")
         folder = path.parent
-        if not folder.is_dir():
-            raise CoalmineError(
-                f"cannot write {path}: the directory {folder} does not exist",
-                field="--output",
-                hint=f"create it first: mkdir -p {folder}",
-            )
         self.partial = folder / f".{path.name}.{os.getpid()}.partial"
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
         try:

@@ -20,6 +20,33 @@ ENV_OPTION = typer.Option(None, "--env", "-e", help="environment in coalmine.yam
 JSON_OPTION = typer.Option(False, "--json", help="machine-readable output")
 
 
+def refuse_unusable_output(path: Path, field: str) -> None:
+    """Fail now, before any work, when a file could not be put at ``path`` at the end: it is
+    a directory or a device, its directory does not exist, or nothing can be written there."""
+    import tempfile
+
+    if path.is_dir():
+        raise CoalmineError(f"{path} is a directory", field=field, hint="give a file name")
+    if path.exists() and not path.is_file():
+        raise CoalmineError(f"{path} is not a regular file", field=field, hint="give a file name")
+    folder = path.parent
+    if not folder.is_dir():
+        raise CoalmineError(
+            f"cannot write {path}: the directory {folder} does not exist",
+            field=field,
+            hint=f"create it first: mkdir -p {folder}",
+        )
+    try:  # the truest test: root passes os.access checks on a read-only file system
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp"):
+            pass
+    except OSError as err:
+        raise CoalmineError(
+            f"cannot write in {folder} ({err.strerror or err})",
+            field=field,
+            hint="choose a writable directory",
+        ) from None
+
+
 def config_path(given: Path | None) -> Path:
     path = given or Path(os.environ.get("COALMINE_CONFIG", "coalmine.yaml"))
     if not path.exists():

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from coalmine.cli.common import refuse_unusable_output
 from coalmine.errors import CoalmineError
 
 if TYPE_CHECKING:
@@ -140,7 +141,7 @@ def run(
             raise CoalmineError(
                 "--record needs exactly one flow", hint="select it with --flow NAME"
             )
-        _check_writable(record, "--record")
+        refuse_unusable_output(record, "--record")
     recorded: list[ResponseRecord] = []
     runner = ProbeRunner(override_header=override_header, on_response=recorded.append)
 
@@ -161,28 +162,6 @@ def run(
             print_result(result)
     if not all(r.success for r in results):
         raise typer.Exit(1)
-
-
-def _check_writable(path: Path, flag: str) -> None:
-    """Fail now, before any request, when ``path`` could not be written at the end."""
-    import tempfile
-
-    if path.is_dir():
-        raise CoalmineError(f"{flag} {path} is a directory", hint="give a file name, e.g. rec.json")
-    folder = path.parent
-    if not folder.is_dir():
-        raise CoalmineError(
-            f"{flag} {path}: directory {folder} does not exist",
-            hint="create it first, or choose another path",
-        )
-    try:  # the truest test: root passes os.access checks on a read-only file system
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{path.name}.", suffix=".tmp"):
-            pass
-    except OSError as err:
-        raise CoalmineError(
-            f"{flag} {path}: cannot write in {folder} ({err.strerror or err})",
-            hint="choose a writable directory",
-        ) from None
 
 
 def _write_recording(path: Path, flow: Flow, env: str, records: list[ResponseRecord]) -> None:
