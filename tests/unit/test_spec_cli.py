@@ -98,3 +98,12 @@ def test_schema_command(tmp_path: Path) -> None:
     assert code == 2
     assert "unknown schema 'pipeline'" in out
     assert "Traceback" not in out
+
+
+def test_schema_help_lists_every_kind_it_prints() -> None:
+    code, out = run("schema", "--help")
+    flat = " ".join(out.replace("│", " ").split())
+    assert code == 0
+    for kind in ("rollout", "analysis-template", "config", "replay-data", "probe-flow", "slos"):
+        assert kind in flat
+        assert run("schema", kind)[0] == 0

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from coalmine.errors import CoalmineError, SpecError
+from coalmine.spec.schema import KINDS as SCHEMA_KINDS
 
 
 def _problems(files: list[Path], config: Path | None) -> tuple[list[SpecError], dict[str, Any]]:
@@ -84,7 +85,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def schema(
-        kind: str = typer.Argument("rollout", help="rollout, analysis-template or config."),
+        kind: str = typer.Argument("rollout", help=f"One of: {', '.join(SCHEMA_KINDS)}."),
         output: Path | None = typer.Option(None, "--output", "-o", help="Write it to this file."),
     ) -> None:
         """Print the JSON Schema of a file kind coalmine reads."""
