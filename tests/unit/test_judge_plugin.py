@@ -125,7 +125,7 @@ def test_validate_reports_a_bad_judge_config_with_file_and_line() -> None:
     body = "            metrics:\n              - {name: e, kind: ratio, minSample: 5}"
     bundle = load_text(TEMPLATE.format(body=body), file="t.yaml")
     (problem,) = check_runnable(bundle)
-    assert (problem.file, problem.line) == ("t.yaml", 6)  # no file to read: the metric's line
+    assert (problem.file, problem.line) == ("t.yaml", 12)  # the field's own line, file or not
     assert problem.hint == "did you mean 'minSamples'?"
 
 

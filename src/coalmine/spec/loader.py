@@ -29,7 +29,7 @@ from coalmine.spec.model import (
     Step,
     TemplateRef,
 )
-from coalmine.spec.yamlpos import Cursor, Document, read_documents, root_cursor, to_plain
+from coalmine.spec.yamlpos import Cursor, Document, read_documents, root_cursor
 
 API_VERSION = "argoproj.io/v1alpha1"
 KINDS = ("Rollout", "AnalysisTemplate", "ClusterAnalysisTemplate")
@@ -590,4 +590,4 @@ def _provider(cur: Cursor) -> dict[str, Any]:
             config.mapping()
     else:
         body.mapping()
-    return dict(to_plain(data))
+    return data  # a YMap: it remembers the line of every field, for errors found later

@@ -18,7 +18,7 @@ from coalmine.spec.model import (
     Rollout,
     TemplateRef,
 )
-from coalmine.spec.yamlpos import DURATION_HINT, YMap, YSeq, closest, read_documents
+from coalmine.spec.yamlpos import DURATION_HINT, YMap, YSeq, closest, map_strings
 
 # What the controller can measure with today; the rest of Argo's providers load but do not run.
 SUPPORTED_PROVIDERS: tuple[str, ...] = ("prometheus", "web")
@@ -111,22 +111,16 @@ def resolve_args(bundle: Bundle, analysis: Analysis) -> dict[str, str]:
 
 def substitute(value: Any, args: dict[str, str], where: Location | None = None) -> Any:
     """Replace ``{{args.NAME}}`` in every string inside ``value``; unknown names are errors."""
-    if isinstance(value, str):
 
-        def one(match: Any) -> str:
-            name = match.group(1)
-            if name not in args:
-                guess = closest(name, args)
-                hint = f"did you mean '{guess}'?" if guess else "declare it in the template's args"
-                raise _error(f"unknown arg '{name}' in {match.group(0)!r}", where, None, hint)
-            return args[name]
+    def one(match: Any) -> str:
+        name = match.group(1)
+        if name not in args:
+            guess = closest(name, args)
+            hint = f"did you mean '{guess}'?" if guess else "declare it in the template's args"
+            raise _error(f"unknown arg '{name}' in {match.group(0)!r}", where, None, hint)
+        return args[name]
 
-        return ARG_REFERENCE.sub(one, value)
-    if isinstance(value, dict):
-        return {k: substitute(v, args, where) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute(v, args, where) for v in value]
-    return value
+    return map_strings(value, lambda text: ARG_REFERENCE.sub(one, text))
 
 
 def resolve_analysis(bundle: Bundle, analysis: Analysis) -> tuple[Metric, ...]:
@@ -260,13 +254,9 @@ def _check_template(
 
 
 def _substitute_known(value: Any, args: dict[str, str]) -> Any:
-    if isinstance(value, str):
-        return ARG_REFERENCE.sub(lambda m: args.get(m.group(1), m.group(0)), value)
-    if isinstance(value, dict):
-        return {k: _substitute_known(v, args) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute_known(v, args) for v in value]
-    return value
+    return map_strings(
+        value, lambda text: ARG_REFERENCE.sub(lambda m: args.get(m.group(1), m.group(0)), text)
+    )
 
 
 def check_provider(metric: Metric, field: str = "provider") -> None:
@@ -303,10 +293,10 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
         try:
             parse_judge_config(metric.provider_config)
         except JudgeConfigError as err:
-            route = ("provider", "plugin", name, *err.path)
+            route = ("plugin", name, *err.path)
             raise _error(
                 err.message,
-                field_location(metric.location, route),
+                field_location(metric, route),
                 f"{field}.plugin.{name}" + (f".{err.field}" if err.path else ""),
                 err.hint or "see docs/judge.md for the judge's fields",
             ) from None
@@ -325,35 +315,14 @@ def check_provider(metric: Metric, field: str = "provider") -> None:
             ) from None
 
 
-def field_location(metric: Location | None, route: tuple[str | int, ...]) -> Location | None:
-    """Where a field below a metric is, e.g. ``("provider", "plugin", "coalmine/judge",
-    "groupWeights", "x")``: the line of the deepest part of ``route`` that exists.
-
-    A loaded Metric keeps only its own line, so the metric's file is read again; when that
-    fails (text loaded without a file), the metric's own location."""
-    if metric is None:
-        return None
-    try:
-        docs = read_documents(metric.file)
-    except SpecError:
-        return metric
-    for doc in docs:
-        node = _node_at(doc.data, metric.line)
-        if node is not None:
-            return Location(metric.file, _line_of(node, route))
-    return metric
-
-
-def _node_at(value: Any, line: int) -> YMap | None:
-    """The metric mapping (one with a ``provider``) that starts on ``line``."""
-    if isinstance(value, YMap) and value.line == line and "provider" in value:
-        return value
-    children = list(value.values()) if isinstance(value, dict) else value
-    for child in children if isinstance(children, list) else []:
-        found = _node_at(child, line)
-        if found is not None:
-            return found
-    return None
+def field_location(metric: Metric, route: tuple[str | int, ...]) -> Location | None:
+    """Where a field of the metric's provider is, e.g. ``("plugin", "coalmine/judge",
+    "groupWeights", "x")``: the line of the deepest part of ``route`` that exists (the loader
+    keeps the provider as YAML mappings that remember their lines); else the metric's."""
+    where = metric.location
+    if where is None or not isinstance(metric.provider, YMap):
+        return where
+    return Location(where.file, _line_of(metric.provider, route))
 
 
 def _line_of(node: YMap, route: tuple[str | int, ...]) -> int:

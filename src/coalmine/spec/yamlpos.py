@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -242,6 +242,30 @@ def read_documents(path: str | Path) -> list[Document]:
     except (OSError, UnicodeDecodeError) as err:
         raise SpecError(f"cannot read file: {err}", file=file) from None
     return parse_documents(text, file)
+
+
+def map_strings(value: Any, fn: Callable[[str], Any]) -> Any:
+    """A copy of ``value`` with ``fn`` applied to every string in it; YMap and YSeq copies
+    keep their lines, so errors found after the change still point at the right line."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, dict):
+        items = {k: map_strings(v, fn) for k, v in value.items()}
+        if not isinstance(value, YMap):
+            return items
+        out = YMap(value.line)
+        out.update(items)
+        out.key_lines = dict(value.key_lines)
+        return out
+    if isinstance(value, list):
+        copied = [map_strings(v, fn) for v in value]
+        if not isinstance(value, YSeq):
+            return copied
+        seq = YSeq(value.line)
+        seq.extend(copied)
+        seq.item_lines = list(value.item_lines)
+        return seq
+    return value
 
 
 def to_plain(value: Any) -> Any:
