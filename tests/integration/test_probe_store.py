@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 
 from coalmine.analysis.types import Phase, ProviderResult
 from coalmine.metrics.base import MeasureContext
-from coalmine.metrics.probe import ProbeMetrics
+from coalmine.metrics.probe import ProbeMetrics, ProbeQuery
 from coalmine.probes.model import (
     AssertionResult,
     Attempt,
@@ -226,7 +226,7 @@ def test_summary_per_version_and_window(probes: ProbeStore) -> None:
     # the same runs in prod must not change what staging saw
     for i in range(3):
         probes.record(flow_result(at=1000.0 + i, environment="prod", version="canary"))
-    canary = probes.summary("shop", "staging", "checkout", "canary", 1000.0, 1009.0)
+    canary = probes.summary(ProbeQuery("shop", "staging", "checkout", "canary", 1000.0, 1009.0))
     assert canary is not None
     assert (canary.runs, canary.successes) == (10, 8)
     assert canary.success_ratio == pytest.approx(0.8)
@@ -235,15 +235,16 @@ def test_summary_per_version_and_window(probes: ProbeStore) -> None:
     assert canary.latency_ms["p90"] == pytest.approx(910.0)
     assert canary.latency_ms["p99"] == pytest.approx(991.0)
 
-    every_flow = probes.summary("shop", "staging", None, "canary", 1000.0, 1009.0)
+    every_flow = probes.summary(ProbeQuery("shop", "staging", None, "canary", 1000.0, 1009.0))
     assert every_flow is not None and (every_flow.runs, every_flow.successes) == (11, 8)
-    stable = probes.summary("shop", "staging", "checkout", "stable", 1000.0, 1009.0)
+    stable = probes.summary(ProbeQuery("shop", "staging", "checkout", "stable", 1000.0, 1009.0))
     assert stable is not None and stable.success_ratio == 1.0 and stable.score == 1.0
-    prod = probes.summary("shop", "prod", "checkout", "canary", 1000.0, 1009.0)
+    prod = probes.summary(ProbeQuery("shop", "prod", "checkout", "canary", 1000.0, 1009.0))
     assert prod is not None and (prod.runs, prod.successes) == (3, 3)
-    assert probes.summary("shop", "prod", "checkout", "stable", 1000.0, 1009.0) is None
-    assert probes.summary("shop", "staging", "checkout", "canary", 2000.0, 3000.0) is None
-    assert probes.summary("nobody", "staging", None, "canary", 0.0, 1e12) is None
+    assert probes.summary(ProbeQuery("shop", "prod", "checkout", "stable", 1000.0, 1009.0)) is None
+    later = ProbeQuery("shop", "staging", "checkout", "canary", 2000.0, 3000.0)
+    assert probes.summary(later) is None
+    assert probes.summary(ProbeQuery("nobody", "staging", None, "canary", 0.0, 1e12)) is None
 
 
 def test_the_judge_reads_probe_scores_through_the_provider(probes: ProbeStore) -> None:

@@ -16,6 +16,7 @@ from coalmine.metrics.probe import (
     NO_SOURCE,
     ProbeConfig,
     ProbeMetrics,
+    ProbeQuery,
     ProbeResults,
     ProbeSummary,
     parse_probe_config,
@@ -36,21 +37,14 @@ class FakeProbes:
     fail: Exception | None = None
     env: str = "prod"
 
-    async def summary(
-        self,
-        service: str,
-        environment: str,
-        flow: str | None,
-        version: str,
-        since: float,
-        until: float,
-    ) -> ProbeSummary | None:
-        self.calls.append((service, environment, flow, version, since, until))
+    async def summary(self, query: ProbeQuery) -> ProbeSummary | None:
+        q = query
+        self.calls.append((q.service, q.environment, q.flow, q.version, q.since, q.until))
         if self.fail is not None:
             raise self.fail
-        if environment != self.env:
+        if q.environment != self.env:
             return None
-        return self.summaries.get((service, flow, version))
+        return self.summaries.get((q.service, q.flow, q.version))
 
 
 def metric(**config: Any) -> Metric:

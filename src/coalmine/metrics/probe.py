@@ -58,21 +58,25 @@ class ProbeSummary:
     latency_ms: dict[str, float] = field(default_factory=dict)
 
 
-class ProbeResults(Protocol):
-    """Where probe results are read from. ``flow`` None means every flow of the service; only
-    runs of ``environment`` pinned to ``version`` count. Returns None when it knows nothing of
-    that service/environment/flow/version. Expected failures (the database is down) are raised
-    as ``CoalmineError`` or ``OSError``."""
+@dataclass(frozen=True)
+class ProbeQuery:
+    """Which runs a summary covers: those of ``service`` in ``environment`` pinned to
+    ``version`` (of ``flow``; None: every flow of the service) that started in
+    ``[since, until]``."""
 
-    async def summary(
-        self,
-        service: str,
-        environment: str,
-        flow: str | None,
-        version: str,
-        since: float,
-        until: float,
-    ) -> ProbeSummary | None: ...
+    service: str
+    environment: str
+    flow: str | None
+    version: str
+    since: float
+    until: float
+
+
+class ProbeResults(Protocol):
+    """Where probe results are read from. Returns None when no run matches the query.
+    Expected failures (the database is down) are raised as ``CoalmineError`` or ``OSError``."""
+
+    async def summary(self, query: ProbeQuery) -> ProbeSummary | None: ...
 
 
 # --------------------------------------------------------------------------- configuration
@@ -209,12 +213,14 @@ class ProbeMetrics:
         for version in versions:
             try:
                 summary = await self.results.summary(
-                    context.service,
-                    config.environment,
-                    config.flow,
-                    version,
-                    context.now - window,
-                    context.now,
+                    ProbeQuery(
+                        context.service,
+                        config.environment,
+                        config.flow,
+                        version,
+                        context.now - window,
+                        context.now,
+                    )
                 )
             except CoalmineError as err:
                 return ProviderResult(

@@ -24,7 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from coalmine.metrics.probe import ProbeSummary
+from coalmine.metrics.probe import ProbeQuery, ProbeSummary
 from coalmine.metrics.router import quantile_key
 from coalmine.probes.model import (
     AssertionResult,
@@ -213,30 +213,22 @@ class ProbeStore:
             return [dict(row.result) for row in conn.execute(stmt)]
 
     def summary(
-        self,
-        service: str,
-        environment: str,
-        flow: str | None,
-        version: str,
-        since: float,
-        until: float,
-        quantiles: Iterable[float] = SUMMARY_QUANTILES,
+        self, query: ProbeQuery, quantiles: Iterable[float] = SUMMARY_QUANTILES
     ) -> ProbeSummary | None:
-        """What the runs of ``service`` (and ``flow``) in ``environment`` pinned to ``version``
-        that started in ``[since, until]`` saw; None when there were none. Latency is the flow
+        """What the runs the query covers saw; None when there were none. Latency is the flow
         duration of every run, failed ones included (a timing-out canary must look slow, not
         absent)."""
         c = probe_runs.c
         stmt = sa.select(c.duration_s, c.success, c.score).where(
-            c.service == service,
-            c.environment == environment,
-            c.version == version,
-            c.started_at >= since,
-            c.started_at <= until,
+            c.service == query.service,
+            c.environment == query.environment,
+            c.version == query.version,
+            c.started_at >= query.since,
+            c.started_at <= query.until,
         )
-        if flow is not None:
-            stmt = stmt.where(c.flow == flow)
-        with self.sql._tx(f"read the probe runs of {service}") as conn:
+        if query.flow is not None:
+            stmt = stmt.where(c.flow == query.flow)
+        with self.sql._tx(f"read the probe runs of {query.service}") as conn:
             rows = conn.execute(stmt).all()
         if not rows:
             return None
@@ -343,15 +335,5 @@ class StoreProbeResults:
         self.store = store
         self.quantiles = tuple(quantiles)
 
-    async def summary(
-        self,
-        service: str,
-        environment: str,
-        flow: str | None,
-        version: str,
-        since: float,
-        until: float,
-    ) -> ProbeSummary | None:
-        return await asyncio.to_thread(
-            self.store.summary, service, environment, flow, version, since, until, self.quantiles
-        )
+    async def summary(self, query: ProbeQuery) -> ProbeSummary | None:
+        return await asyncio.to_thread(self.store.summary, query, self.quantiles)

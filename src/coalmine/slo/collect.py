@@ -27,6 +27,7 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Engine
 
 from coalmine.errors import CoalmineError
+from coalmine.probes.store import probe_runs
 from coalmine.slo.engine import Bucket
 from coalmine.slo.spec import ProbeSource, PrometheusSource, RouterSource, Slo, prom_duration
 from coalmine.slo.store import SloBucketStore
@@ -36,17 +37,6 @@ PROBE_LOOKBACK_S = 600.0  # probe runs are written when they end: re-read the la
 ROUTER_PAGE = 10_000
 PROM_MAX_POINTS = 10_000
 PROM_TIMEOUT_S = 30.0
-
-probe_runs = sa.table(
-    "probe_runs",
-    sa.column("flow", sa.String),
-    sa.column("slo", sa.String),
-    sa.column("environment", sa.String),
-    sa.column("version", sa.String),
-    sa.column("started_at", sa.Double),
-    sa.column("success", sa.Boolean),
-)
-
 
 @dataclass
 class Collected:
