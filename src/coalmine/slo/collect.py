@@ -38,6 +38,7 @@ ROUTER_PAGE = 10_000
 PROM_MAX_POINTS = 10_000
 PROM_TIMEOUT_S = 30.0
 
+
 @dataclass
 class Collected:
     buckets: int = 0
