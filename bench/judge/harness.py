@@ -72,7 +72,7 @@ ARGO_CALIBRATED = ArgoThresholdJudge(
 )
 
 DEFAULT_AB_RUNS = 200  # per A/B scenario
-DEFAULT_AA_TOTAL = 2000  # across all A/A scenarios
+DEFAULT_AA_TOTAL = 10000  # across all A/A scenarios: 2,000 each
 QUICK_AB_RUNS = 20
 QUICK_AA_TOTAL = 100
 

@@ -92,7 +92,7 @@ def conditional_log_e(
     alternatives: Sequence[float],
     weights: Sequence[float] | None = None,
     window: ArrayLike | None = None,
-    log_cap: float | None = None,
+    log_cap: float | ArrayLike | None = None,
 ) -> FloatArray:
     """Running log e-value of the share-aware conditional test, per step.
 
@@ -172,7 +172,7 @@ def graded_log_e(
     log_rho: ArrayLike,
     weights: Sequence[float] | None = None,
     window: ArrayLike | None = None,
-    log_cap: float | None = None,
+    log_cap: float | ArrayLike | None = None,
 ) -> FloatArray:
     """Running log e-value of the graded exceedance test, per step: one test for several
     nested exceedance events at once (a request of grade g exceeded levels 1..g).
@@ -221,11 +221,19 @@ def graded_log_e(
     return np.asarray(logsumexp(cum + logw[:, None], axis=0), dtype=float)
 
 
-def cap_windows(contrib: FloatArray, window: NDArray[np.int64], log_cap: float) -> FloatArray:
+def cap_windows(
+    contrib: FloatArray, window: NDArray[np.int64], log_cap: float | ArrayLike
+) -> FloatArray:
     """Cumulative sums of log factors (rows: alternatives, columns: steps) where, inside each
     window, the running sum since the window's start is capped at ``log_cap`` (>= 0) and each
-    window adds its capped total to the following ones."""
-    if log_cap < 0:
+    window adds its capped total to the following ones.
+
+    ``log_cap`` is one cap for every window or one per window index (``log_cap[w]`` for
+    window ``w``). A per-window cap keeps the guarantee when it is *predictable*: fixed from
+    data before the window starts (``min(M, c)`` with ``c`` known in advance is still a
+    supermartingale)."""
+    caps = np.asarray(log_cap, dtype=float)
+    if np.any(caps < 0) or np.any(np.isnan(caps)):
         raise ValueError("log_cap must be >= 0")
     n = contrib.shape[1]
     if n == 0:
@@ -233,12 +241,15 @@ def cap_windows(contrib: FloatArray, window: NDArray[np.int64], log_cap: float) 
     w = np.asarray(window).reshape(-1)
     if w.shape != (n,) or np.any(np.diff(w) < 0):
         raise ValueError("window must give one nondecreasing index per step")
+    if caps.ndim == 1 and (w.min() < 0 or w.max() >= caps.size):
+        raise ValueError("log_cap must give one cap per window index")
+    step_cap = caps if caps.ndim == 0 else caps[w]
     starts = np.concatenate([[0], np.flatnonzero(np.diff(w)) + 1])
     ends = np.concatenate([starts[1:] - 1, [n - 1]])
     seg = np.repeat(np.arange(starts.size), np.diff(np.concatenate([starts, [n]])))
     cum = np.cumsum(contrib, axis=1)
     before = np.concatenate([np.zeros((contrib.shape[0], 1)), cum[:, :-1]], axis=1)
-    within = np.minimum(cum - before[:, starts][:, seg], log_cap)
+    within = np.minimum(cum - before[:, starts][:, seg], step_cap)
     done = np.cumsum(within[:, ends], axis=1)
     carried = np.concatenate([np.zeros((contrib.shape[0], 1)), done[:, :-1]], axis=1)
     return np.asarray(carried[:, seg] + within, dtype=float)
