@@ -36,6 +36,7 @@ def test_camel_case_fields_become_the_spec() -> None:
             "passScore": 80,
             "earlyPass": True,
             "groupWeights": {"errors": 2},
+            "capWindowSeconds": 30,
             "metrics": [
                 {
                     "name": "e",
@@ -56,7 +57,7 @@ def test_camel_case_fields_become_the_spec() -> None:
         }
     )
     assert spec.alpha == 0.005 and spec.pass_score == 80 and spec.early_pass
-    assert spec.group_weights == {"errors": 2.0}
+    assert spec.group_weights == {"errors": 2.0} and spec.cap_window_seconds == 30.0
     errors, latency = spec.metrics
     assert (errors.relative_tolerance, errors.critical, errors.min_samples) == (2.0, True, 10)
     assert errors.no_data == "fail"
@@ -104,6 +105,7 @@ RATIO = {"name": "e", "kind": "ratio"}
         ({"metrics": [{**RATIO, "absoluteTolerance": -2}]}, "must be >= 0, got -2"),
         ({"metrics": [{**RATIO, "minSamples": -3}]}, "min_samples must be >= 1, got -3"),
         ({"metrics": [{**RATIO, "bound": float("inf")}]}, "bound must be a finite number"),
+        ({"capWindowSeconds": 0}, "cap_window_seconds must be > 0"),
     ],
 )
 def test_values_the_judge_cannot_use_are_refused_with_the_value(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,10 @@ from coalmine.analysis.judge import judge
 from coalmine.analysis.judge import metrics as M
 from coalmine.analysis.judge import sequential as seq
 from coalmine.analysis.judge.model import JudgeData, JudgeMetric, JudgeSpec, Request
+from coalmine.analysis.types import Phase
+from coalmine.metrics.base import MeasureContext
+from coalmine.metrics.judge import JudgeMetrics
+from coalmine.spec.model import Metric
 
 
 def _stream(
@@ -48,10 +54,10 @@ def _stream(
 
 def _caps(data: JudgeData) -> np.ndarray:
     prep = M.prepare_requests(data, JudgeSpec(metrics=()), 0.0)
-    window = (np.arange(prep.n_buckets) * prep.bucket_seconds // M.LATENCY_CAP_SECONDS).astype(
-        np.int64
-    )
-    return M.wander_caps(prep, window)
+    return M.wander_caps(prep, M.cap_windows_of(prep))
+
+
+WINDOW = JudgeSpec(metrics=()).cap_window_seconds
 
 
 def test_a_steady_baseline_keeps_the_full_cap() -> None:
@@ -79,7 +85,7 @@ def test_each_cap_is_fixed_before_its_window_starts() -> None:
     data = _stream(1, wander_sd=0.2, duration=200)
     full = _caps(data)
     for w in (1, 3, 6):
-        start = w * M.LATENCY_CAP_SECONDS
+        start = w * WINDOW
         cut = JudgeData(tuple(r for r in data.requests if r.t < start + 7))
         assert np.allclose(_caps(cut)[: w + 1], full[: w + 1])
         slower = JudgeData(
@@ -137,3 +143,24 @@ def test_the_verdict_says_when_wander_lowered_the_cap() -> None:
     steady = judge(spec, _stream(3, duration=120)).metrics[0].reason
     assert "wanders on its own" in wandering and "window adds at most e^0." in wandering
     assert "wanders" not in steady
+
+
+def test_the_demo_s_time_scale_shortens_the_cap_window() -> None:
+    # A canary 3x slower from the start, looked at after 12 s. At real time the cap allows
+    # e^3 in the first 20-s window only, not enough to fail; the demo runs durations 10x
+    # faster, so its 2-s windows let the evidence through within the 12 s.
+    data = _stream(5, duration=12, canary_factor=3.0)
+    config = {"metrics": [{"name": "latency", "kind": "latency", "critical": True}]}
+    metric = Metric(name="judge", provider={"plugin": {"coalmine/judge": config}}, interval=1.0)
+
+    async def source(since: float, now: float) -> JudgeData:
+        return data
+
+    def phase(time_scale: float) -> Phase | None:
+        context = MeasureContext(
+            rollout="shop", service="shop", now=12.0, time_scale=time_scale, run_started_at=0.0
+        )
+        return asyncio.run(JudgeMetrics(source).measure(metric, context)).phase
+
+    assert phase(1.0) == Phase.RUNNING
+    assert phase(10.0) == Phase.FAILED

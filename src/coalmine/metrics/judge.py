@@ -43,6 +43,7 @@ SPEC_FIELDS = {
     "earlyPass": ("early_pass", bool),
     "groupWeights": ("group_weights", dict),
     "gaugeBucketSeconds": ("gauge_bucket_seconds", float),
+    "capWindowSeconds": ("cap_window_seconds", float),
     "prometheus": (None, object),  # checked by gauge_sources
     "metrics": (None, list),
 }
@@ -222,6 +223,9 @@ class JudgeMetrics:
             spec = parse_judge_config(metric.provider_config)
         except ValueError as err:
             return ProviderResult(phase=Phase.ERROR, message=str(err))
+        if context.time_scale != 1.0:
+            # The demo runs durations faster; the cap window is a duration like the others.
+            spec = replace(spec, cap_window_seconds=spec.cap_window_seconds / context.time_scale)
         since = context.run_started_at if context.run_started_at is not None else context.now
         try:
             data = await self.source(since, context.now)

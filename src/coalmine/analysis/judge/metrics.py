@@ -27,17 +27,17 @@ DISTRIBUTION_LEVELS: tuple[float, ...] = (0.5, 0.7, 0.8, 0.9, 0.95, 0.975, 0.99,
 #: Baseline counts at which latency thresholds are recomputed: MIN_EPOCH * GROWTH**k.
 EPOCH_GROWTH = 1.25
 MIN_EPOCH = 20
-#: Evidence cap of the latency exceedance tests: inside each window of this many seconds, an
-#: alternative's likelihood ratio counts for at most exp(LATENCY_LOG_CAP) (see
-#: ``sequential.conditional_log_e``). A version that wanders on its own (per-version
-#: autocorrelated latency) is locally slower for tens of seconds at a time; the cap makes a
-#: failure need evidence that persists over several windows (two at alpha 0.5%: e^6 > 200).
-LATENCY_CAP_SECONDS = 20.0
+#: Evidence cap of the latency exceedance tests: inside each window of the spec's
+#: ``cap_window_seconds``, an alternative's likelihood ratio counts for at most
+#: exp(LATENCY_LOG_CAP) (see ``sequential.conditional_log_e``). A version that wanders on its
+#: own (per-version autocorrelated latency) is locally slower for tens of seconds at a time;
+#: the cap makes a failure need evidence that persists over several windows (two at alpha
+#: 0.5%: e^6 > 200).
 LATENCY_LOG_CAP = 3.0
-#: The cap adapts to how much the *baseline's* latency wanders on its own: blocks of this
-#: many seconds, and the wander variance (of the log latency, beyond sampling noise) at which
-#: a window's cap is halved. A stationary baseline keeps the full cap.
-WANDER_BLOCK_SECONDS = 5.0
+#: The cap adapts to how much the *baseline's* latency wanders on its own: each window is cut
+#: into this many blocks, and the wander variance (of the log latency, beyond sampling noise)
+#: at which a window's cap is halved. A stationary baseline keeps the full cap.
+WANDER_BLOCKS_PER_WINDOW = 4
 WANDER_HALF_CAP_VAR = 0.05**2
 
 
@@ -56,6 +56,7 @@ class Prepared:
     canary_per_bucket: FloatArray
     total_per_bucket: FloatArray
     bucket_seconds: float = 1.0
+    cap_window_seconds: float = 20.0
 
     @property
     def n_canary(self) -> int:
@@ -90,7 +91,20 @@ def prepare_requests(data: JudgeData, spec: JudgeSpec, t0: float) -> Prepared:
     nbt = int(batch.max()) + 1 if batch.size else 0
     cpb = np.bincount(bucket, weights=canary.astype(float), minlength=nb).astype(float)
     tpb = np.bincount(bucket, minlength=nb).astype(float)
-    return Prepared(t0, canary, lat, err, bucket, batch, nb, nbt, cpb, tpb, spec.bucket_seconds)
+    return Prepared(
+        t0,
+        canary,
+        lat,
+        err,
+        bucket,
+        batch,
+        nb,
+        nbt,
+        cpb,
+        tpb,
+        spec.bucket_seconds,
+        spec.cap_window_seconds,
+    )
 
 
 # --------------------------------------------------------------------------- sub-tests
@@ -384,13 +398,19 @@ def evaluate_ratio(
 # --------------------------------------------------------------------------- latency
 
 
+def cap_windows_of(prep: Prepared) -> IntArray:
+    """The evidence-cap window of each bucket."""
+    per_window = prep.bucket_seconds / prep.cap_window_seconds
+    return np.floor(np.arange(prep.n_buckets) * per_window + 1e-9).astype(np.int64)
+
+
 def wander_caps(prep: Prepared, window: IntArray) -> FloatArray:
     """Evidence cap of each latency window, from how much the baseline wanders on its own.
 
     Versions whose latency wanders independently (a noisy neighbour, a cache that warms and
     cools) make the canary locally slower than the baseline for tens of seconds at a time,
     even when the two are identical. Such wander shows in the baseline alone: consecutive
-    ``WANDER_BLOCK_SECONDS`` blocks of its log latency differ by more than sampling noise
+    blocks (a quarter of a window each) of its log latency differ by more than sampling noise
     explains. The excess variance ``v`` estimated from the blocks *before* a window sets that
     window's cap, ``LATENCY_LOG_CAP / (1 + v / WANDER_HALF_CAP_VAR)``: a wandering service
     needs evidence that persists over more windows before a failure. The cap is predictable
@@ -402,7 +422,8 @@ def wander_caps(prep: Prepared, window: IntArray) -> FloatArray:
     base = ~prep.canary & (prep.latency > 0)
     if n_win < 2 or not np.any(base):
         return caps
-    per_block = max(1, round(WANDER_BLOCK_SECONDS / prep.bucket_seconds))
+    block_seconds = prep.cap_window_seconds / WANDER_BLOCKS_PER_WINDOW
+    per_block = max(1, round(block_seconds / prep.bucket_seconds))
     block = prep.bucket[base] // per_block
     ly = np.log(prep.latency[base])
     nbk = int(prep.n_buckets // per_block) + 1
@@ -418,7 +439,7 @@ def wander_caps(prep: Prepared, window: IntArray) -> FloatArray:
     excess = np.where(pair, (mean[1:] - mean[:-1]) ** 2 - noise[1:] - noise[:-1], 0.0) / 2
     # Pair (b-1, b) is complete once block b has ended: at second (b + 1) * block seconds.
     pair_end = (np.arange(1, nbk) + 1) * per_block * prep.bucket_seconds
-    win_start = np.arange(n_win) * LATENCY_CAP_SECONDS
+    win_start = np.arange(n_win) * prep.cap_window_seconds
     done = np.searchsorted(pair_end, win_start, side="right")  # pairs ended by the start
     cum_ex = np.concatenate([[0.0], np.cumsum(excess)])
     cum_n = np.concatenate([[0.0], np.cumsum(pair.astype(float))])
@@ -523,14 +544,12 @@ def evaluate_latency(
             )
             share_den = np.bincount(prep.bucket[elig], minlength=nb).astype(float)
             share = np.where(share_den > 0, share_num / np.where(share_den > 0, share_den, 1), 0)
-            window = np.floor(
-                np.arange(nb) * (prep.bucket_seconds / LATENCY_CAP_SECONDS) + 1e-9
-            ).astype(np.int64)
+            window = cap_windows_of(prep)
             caps = wander_caps(prep, window)
             if caps[-1] < 0.9 * LATENCY_LOG_CAP:
                 cap_note = (
                     f"; the baseline's latency wanders on its own, so each "
-                    f"{LATENCY_CAP_SECONDS:g}-s window adds at most e^{caps[-1]:.2g} "
+                    f"{prep.cap_window_seconds:g}-s window adds at most e^{caps[-1]:.2g} "
                     f"(steady: e^{LATENCY_LOG_CAP:g})"
                 )
             thr_all = np.array([np.quantile(yb[:n], levels_y) for n in epochs]).reshape(

@@ -86,7 +86,9 @@ class JudgeSpec:
     ``alpha`` bounds the probability of a false abort over the whole run (all metrics, all
     looks). ``bucket_seconds`` is the resolution at which traffic shares are estimated and the
     tests are evaluated; ``batch_seconds`` the batch length of the one-sample latency test
-    (robustness to autocorrelation); ``gauge_bucket_seconds`` the pairing window of gauges.
+    (robustness to autocorrelation); ``gauge_bucket_seconds`` the pairing window of gauges;
+    ``cap_window_seconds`` the window of the latency tests' evidence cap (a failure needs
+    evidence in at least two such windows; see ``metrics.wander_caps``).
     """
 
     metrics: tuple[JudgeMetric, ...]
@@ -98,6 +100,7 @@ class JudgeSpec:
     bucket_seconds: float = 1.0
     batch_seconds: float = 10.0
     gauge_bucket_seconds: float = 5.0
+    cap_window_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
@@ -110,7 +113,12 @@ class JudgeSpec:
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError("metric names must be unique")
-        for attr in ("bucket_seconds", "batch_seconds", "gauge_bucket_seconds"):
+        for attr in (
+            "bucket_seconds",
+            "batch_seconds",
+            "gauge_bucket_seconds",
+            "cap_window_seconds",
+        ):
             if not (getattr(self, attr) > 0 and math.isfinite(getattr(self, attr))):
                 raise ValueError(f"{attr} must be > 0")
         self._check_weights()
