@@ -27,6 +27,7 @@ from coalmine.spec.model import Analysis, Arg, Metric, TemplateRef
 from coalmine.spec.resolve import resolve_analysis
 from tests.fixtures.prometheus import PrometheusHandle
 from tests.integration.test_router_support import Rig, rig
+from tests.support.loopback import serve_all
 
 T = TypeVar("T")
 CANARY = 'sum(coalmine_router_requests_total{version="canary"})'
@@ -368,19 +369,10 @@ async def _answer_with(
         text = body.replace("{auth}", request.headers.get("Authorization", ""))
         return web.Response(status=status, text=text, content_type="text/html")
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve_all(handle) as url:
         address = url.replace("//", f"//{user_info}@") if user_info else url
         context = MeasureContext(rollout="shop", service="shop", now=time.time())
         return await PrometheusMetrics().measure(prom_metric(address, "up", **config), context)
-    finally:
-        await runner.cleanup()
 
 
 @pytest.mark.parametrize(
@@ -462,14 +454,5 @@ async def fake_prometheus(
             }
         )
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with serve_all(handle) as url:
+        yield url, seen

@@ -22,18 +22,13 @@ from typer.testing import CliRunner
 
 from coalmine.cli import router_cmds
 from tests.integration.test_router_support import Rig, rig
+from tests.support.cli_env import command_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None: ...
-
-    router_cmds.register(app)
-    return app
+    return command_app(router_cmds.register)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from coalmine.spec.model import HeaderMatch
 from coalmine.traffic.base import HeaderRoute, Routing
 from coalmine.traffic.client import RouterClient
 from tests.integration.test_router_support import rig
+from tests.support.loopback import serve_all
 
 
 def test_the_client_steers_and_reads_the_router() -> None:
@@ -78,31 +79,18 @@ PAGE = "<!DOCTYPE html>\n<html><head><title>Not Found</title></head>\n<body>" + 
 ) + "</body></html>"  # fmt: skip
 
 
-async def _serve(status: int, text: str, content_type: str) -> tuple[web.AppRunner, str]:
-    """A real HTTP server on loopback that answers every request the same way."""
+async def _error_from(status: int, text: str, content_type: str) -> RouterError:
+    """What the client raises against a real server on loopback that answers every request
+    the same way."""
 
     async def answer(request: web.Request) -> web.Response:
         return web.Response(status=status, text=text, content_type=content_type)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", answer)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"127.0.0.1:{runner.addresses[0][1]}"
-
-
-async def _error_from(status: int, text: str, content_type: str) -> RouterError:
-    runner, admin = await _serve(status, text, content_type)
-    try:
-        async with RouterClient(admin) as client:
-            with pytest.raises(RouterError) as info:
-                await client.records(0.0, 10)
-            assert not await client.healthy()
-            return info.value
-    finally:
-        await runner.cleanup()
+    async with serve_all(answer) as url, RouterClient(url.removeprefix("http://")) as client:
+        with pytest.raises(RouterError) as info:
+            await client.records(0.0, 10)
+        assert not await client.healthy()
+        return info.value
 
 
 def test_an_html_404_is_one_line_without_the_page_and_with_a_hint() -> None:

@@ -16,7 +16,7 @@ from coalmine.cli import slo_cmds
 from coalmine.slo.engine import Bucket
 from coalmine.slo.store import SloBucketStore
 from coalmine.store.open import open_store
-from tests.support.cli_env import isolated_cli
+from tests.support.cli_env import command_app, isolated_cli
 
 NOW = 1_717_200_000  # 2024-06-01T00:00:00Z, a whole minute
 MINUTE, HOUR, DAY = 60, 3600, 86400
@@ -39,13 +39,7 @@ slos:
 
 
 def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None: ...
-
-    slo_cmds.register(app)
-    return app
+    return command_app(slo_cmds.register)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from coalmine.slo.policy import Tier, evaluation_tier
 from coalmine.slo.spec import Slo
 from coalmine.slo.store import SloBucketStore
 from coalmine.store.open import open_store
-from tests.support.cli_env import isolated_cli
+from tests.support.cli_env import command_app, isolated_cli
 
 NOW = 1_717_200_000  # 2024-06-01T00:00:00Z
 MINUTE, DAY = 60, 86400
@@ -128,13 +128,7 @@ def test_a_known_worse_tier_of_a_stale_slo_stays(workdir: Path) -> None:
 
 
 def cli() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None: ...
-
-    slo_cmds.register(app)
-    return app
+    return command_app(slo_cmds.register)
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -17,6 +17,7 @@ from coalmine.analysis.types import Phase, ProviderResult
 from coalmine.metrics.base import MeasureContext
 from coalmine.metrics.web import WebMetrics
 from coalmine.spec.model import Metric
+from tests.support.loopback import serve_all
 
 SECRET = "Bearer tok-9f8e7d6c5b4a"
 
@@ -72,17 +73,8 @@ class Server:
 @asynccontextmanager
 async def serve() -> AsyncIterator[Server]:
     server = Server()
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve_all(server.handle) as server.url:
         yield server
-    finally:
-        await runner.cleanup()
 
 
 def web_metric(config: dict[str, Any], **conditions: str) -> Metric:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import typer
 
 
 def isolated_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -16,3 +18,16 @@ def isolated_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.delenv("COALMINE_CONFIG", raising=False)
     monkeypatch.delenv("COALMINE_SLOS", raising=False)
     return url
+
+
+def command_app(register: Callable[[typer.Typer], None]) -> typer.Typer:
+    """A Typer app with a root callback (so subcommands keep their names) and the commands
+    one ``cli`` module's ``register`` adds, for driving with ``CliRunner``."""
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """coalmine (test)."""
+
+    register(app)
+    return app

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import typer
 from jsonschema import Draft202012Validator
 from typer.testing import CliRunner
 
@@ -17,6 +16,7 @@ from coalmine.errors import SpecError
 from coalmine.probes.loader import load_flow
 from coalmine.spec.schema import json_schema
 from coalmine.spec.yamlpos import parse_documents, read_documents, to_plain
+from tests.support.cli_env import command_app
 from tests.unit.test_probe_loader import FLOW, LIB
 
 SYNTHETICS = Path(__file__).resolve().parents[2] / "examples" / "synthetics"
@@ -128,13 +128,7 @@ def test_bad_libraries_fail_the_schema(path: str, value: Any) -> None:
 
 
 def test_schema_command_prints_the_probe_schemas() -> None:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """coalmine (test)."""
-
-    spec_cmds.register(app)
+    app = command_app(spec_cmds.register)
     for kind, title in (("probe-flow", "ProbeFlow"), ("probe-library", "ProbeLibrary")):
         result = CliRunner().invoke(app, ["schema", kind])
         assert result.exit_code == 0, result.output

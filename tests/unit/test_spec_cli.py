@@ -9,19 +9,13 @@ import typer
 from typer.testing import CliRunner
 
 from coalmine.cli import spec_cmds
+from tests.support.cli_env import command_app
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def make_app() -> typer.Typer:
-    app = typer.Typer()
-
-    @app.callback()
-    def _root() -> None:
-        """coalmine (test)."""
-
-    spec_cmds.register(app)
-    return app
+    return command_app(spec_cmds.register)
 
 
 def run(*args: str) -> tuple[int, str]:
